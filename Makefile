@@ -1,0 +1,39 @@
+# Two commands: `make run` and `make test`. Everything else is what they use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install run test lint sysdeps-build sysdeps-test translations clean
+
+install: $(STAMP) translations
+
+sysdeps-build:
+	@scripts/sysdeps.sh build
+
+sysdeps-test:
+	@scripts/sysdeps.sh test
+
+$(STAMP): pyproject.toml | sysdeps-build
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+# compiled catalogues are build products, never committed
+translations: $(STAMP)
+	@$(BIN)/pybabel compile -q -f -d kiosk_app/translations -D messages
+
+run: install
+	$(BIN)/python scripts/run_all.py
+
+test: sysdeps-test install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache

@@ -1,0 +1,91 @@
+"""The central loyalty service: ``create_app`` builds it; ``flask --app server`` manages it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, g, jsonify, request
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import HTTPException
+
+from server import db
+from server.api.problems import Problem, from_problem, problem_response
+from server.config import load_config
+
+log = logging.getLogger(__name__)
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+_HTTP_SLUGS = {400: "bad-request", 404: "not-found", 405: "method-not-allowed",
+               413: "payload-too-large", 415: "unsupported-media-type"}
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the service. ``config`` overrides the environment (tests pass their databases).
+
+    Creating the app touches no database and no file: migrations run by ``flask db upgrade``
+    and key files are created on first use.
+    """
+    app = Flask(__name__, template_folder=str(TEMPLATES))
+    app.config.update(load_config(config))
+    app.json.sort_keys = False
+    db.Databases.init_app(app)
+
+    from server.api.views import api
+    from server.cards.views import public
+    from server.cli import register_cli
+
+    app.register_blueprint(api)
+    app.register_blueprint(public)
+    register_cli(app)
+    _register_errors(app)
+
+    @app.after_request
+    def _finish(response):
+        # the one commit of the request: vault first, then main; nothing on an error
+        db.finish_request(success=response.status_code < 400)
+        return response
+
+    @app.get("/healthz")
+    def healthz():
+        dbs = db.databases()
+        try:
+            for engine in (dbs.main, dbs.vault):
+                with engine.connect() as conn:
+                    conn.execute(text("SELECT 1"))
+        except OperationalError:
+            return problem_response("service-unavailable")
+        return jsonify({"status": "ok"})
+
+    return app
+
+
+def _register_errors(app: Flask) -> None:
+    @app.errorhandler(Problem)
+    def _problem(exc: Problem):
+        principal = g.get("principal")
+        log.info("%s %s -> %s (%s)", request.method, request.path, exc.slug,
+                 principal.actor if principal else "anonymous")
+        return from_problem(exc)
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException):
+        slug = _HTTP_SLUGS.get(exc.code or 500)
+        if slug is None:
+            return exc
+        return problem_response(slug)
+
+    @app.errorhandler(OperationalError)
+    def _db_down(exc: OperationalError):
+        log.error("database unavailable: %s", exc.orig.__class__.__name__ if exc.orig else exc)
+        return problem_response("service-unavailable")
+
+    @app.errorhandler(500)
+    def _internal(exc):
+        original = getattr(exc, "original_exception", None)
+        if isinstance(original, OperationalError):
+            return _db_down(original)
+        log.error("internal error on %s %s", request.method, request.path, exc_info=original)
+        return problem_response("internal-error")

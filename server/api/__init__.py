@@ -1,0 +1,1 @@
+"""The JSON API under /api/v1: problem details, authentication, the OpenAPI document."""

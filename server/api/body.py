@@ -1,0 +1,35 @@
+"""Parse and validate a JSON body against a pydantic model, or raise a Problem."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from flask import request
+from pydantic import BaseModel, ValidationError
+
+from server.api.problems import Problem
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_body(model: type[M]) -> M:
+    """Return the validated body.
+
+    Raises:
+        Problem: ``unsupported-media-type``, ``malformed-json`` or ``validation-error`` (whose
+            ``errors`` name each field and what is wrong, never echoing the value sent).
+    """
+    if not request.is_json:
+        raise Problem("unsupported-media-type")
+    data = request.get_json(silent=True)
+    if data is None:
+        raise Problem("malformed-json")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = [
+            {"field": ".".join(str(p) for p in err["loc"]) or "(body)", "message": err["msg"]}
+            for err in exc.errors(include_input=False, include_url=False)
+        ]
+        raise Problem("validation-error", f"{len(errors)} field(s) are not valid",
+                      errors=errors) from None

@@ -1,0 +1,98 @@
+"""The OpenAPI 3.1 document, built from the same pydantic models that validate requests."""
+
+from __future__ import annotations
+
+from pydantic.json_schema import models_json_schema
+
+from server.api.problems import PROBLEMS, TYPE_PREFIX
+from server.cards.schemas import CardIn, CardOut
+from server.enrolment.schemas import EnrolmentIn, EnrolmentOut
+from server.taps.schemas import CustomerRecord, TapIn
+
+MODELS = (EnrolmentIn, EnrolmentOut, CardIn, CardOut, TapIn, CustomerRecord)
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _problems(*slugs: str) -> dict:
+    by_status: dict[str, list[str]] = {}
+    for slug in slugs:
+        by_status.setdefault(str(PROBLEMS[slug][0]), []).append(slug)
+    return {
+        status: {
+            "description": ", ".join(names),
+            "content": {"application/problem+json": {"schema": _ref("Problem")}},
+        }
+        for status, names in sorted(by_status.items())
+    }
+
+
+COMMON = ("malformed-json", "unsupported-media-type", "validation-error", "unauthenticated",
+          "invalid-credentials", "forbidden-role", "payload-too-large", "service-unavailable")
+TOKEN = ("card-token-malformed", "card-token-version", "card-token-unknown-key",
+         "card-token-forged")
+
+
+def _operation(summary: str, roles: str, body: str, status: str, out: str, *problems: str):
+    return {
+        "summary": summary,
+        "description": f"Roles: {roles}. Idempotent on `event_id`: a retry returns the first "
+                       "result and writes nothing (header `Idempotent-Replayed: true`).",
+        "security": [{"deviceKey": []}, {"staffBasic": []}],
+        "requestBody": {"required": True,
+                        "content": {"application/json": {"schema": _ref(body)}}},
+        "responses": {status: {"description": "OK",
+                               "content": {"application/json": {"schema": _ref(out)}}},
+                      **_problems(*COMMON, *problems)},
+    }
+
+
+def build() -> dict:
+    _, schemas = models_json_schema([(m, "validation") for m in MODELS],
+                                    ref_template="#/components/schemas/{model}")
+    components = schemas.get("$defs", {})
+    components["Problem"] = {
+        "type": "object",
+        "required": ["type", "title", "status"],
+        "properties": {
+            "type": {"type": "string", "enum": [TYPE_PREFIX + s for s in PROBLEMS]},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+            "errors": {"type": "array", "items": {"type": "object"}},
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Loyalty card service", "version": "1"},
+        "servers": [{"url": "/api/v1"}],
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "deviceKey": {"type": "http", "scheme": "bearer",
+                              "description": "A device key from `flask devices add`"},
+                "staffBasic": {"type": "http", "scheme": "basic",
+                               "description": "A staff account; on a kiosk, sent as "
+                                              "X-Staff-Authorization next to the device key"},
+            },
+        },
+        "paths": {
+            "/enrolments": {"post": _operation(
+                "Enrol a customer", "kiosk", "EnrolmentIn", "201", "EnrolmentOut",
+                "consent-required", "event-id-conflict")},
+            "/customers/{customer_id}/cards": {
+                "parameters": [{"name": "customer_id", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "post": _operation(
+                    "Issue or replace a card", "kiosk (own fresh enrolments), desk, manager, "
+                    "admin; replace needs a staff member", "CardIn", "201", "CardOut",
+                    "customer-not-found", "staff-required", "card-exists", "event-id-conflict"),
+            },
+            "/taps": {"post": _operation(
+                "A card tapped at a till", "till", "TapIn", "200", "CustomerRecord",
+                *TOKEN, "card-not-found", "card-revoked", "card-superseded",
+                "uid-only-disabled", "event-id-conflict")},
+        },
+    }

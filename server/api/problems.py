@@ -1,0 +1,70 @@
+"""RFC 9457 problem details with stable types: every API error is one of these."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, json
+
+# slug -> (HTTP status, title). The slug is the stable part of the type URI; never rename one.
+PROBLEMS: dict[str, tuple[int, str]] = {
+    "bad-request": (400, "The request is not understood"),
+    "malformed-json": (400, "The body is not valid JSON"),
+    "unauthenticated": (401, "A device key or staff credential is required"),
+    "invalid-credentials": (401, "The key or credential is unknown, revoked or wrong"),
+    "forbidden-role": (403, "This device or account may not do that"),
+    "staff-required": (403, "A staff member with the right role must confirm this"),
+    "uid-only-disabled": (403, "This store does not accept cards identified by their UID alone"),
+    "not-found": (404, "No such resource"),
+    "customer-not-found": (404, "No such customer"),
+    "card-not-found": (404, "No such card"),
+    "method-not-allowed": (405, "Method not allowed"),
+    "card-exists": (409, "The customer already has an active card of this kind"),
+    "event-id-conflict": (409, "This event id was already used for something else"),
+    "card-revoked": (410, "This card has been revoked"),
+    "card-superseded": (410, "This card was replaced by a newer one"),
+    "payload-too-large": (413, "The request body is too large"),
+    "unsupported-media-type": (415, "Send the body as application/json"),
+    "validation-error": (422, "The request does not match the schema"),
+    "consent-required": (422, "The terms of the programme must be accepted"),
+    "card-token-invalid": (422, "The card token is not valid"),
+    "card-token-malformed": (422, "The card token is malformed"),
+    "card-token-version": (422, "The card token format is not supported"),
+    "card-token-unknown-key": (422, "The card token was signed with an unknown or retired key"),
+    "card-token-forged": (422, "The card token signature does not match"),
+    "internal-error": (500, "Internal error"),
+    "service-unavailable": (503, "A database is unreachable; try again shortly"),
+}
+
+TYPE_PREFIX = "/api/v1/problems/"
+MEDIA_TYPE = "application/problem+json"
+
+
+class Problem(Exception):  # noqa: N818 - it is a response, not only an error
+    """Raise to answer with a problem document."""
+
+    def __init__(self, slug: str, detail: str | None = None, **extra: Any) -> None:
+        if slug not in PROBLEMS:
+            raise ValueError(f"unknown problem type {slug!r}")
+        super().__init__(detail or PROBLEMS[slug][1])
+        self.slug = slug
+        self.detail = detail
+        self.extra = extra
+
+    @property
+    def status(self) -> int:
+        return PROBLEMS[self.slug][0]
+
+
+def problem_response(slug: str, detail: str | None = None, **extra: Any) -> Response:
+    status, title = PROBLEMS[slug]
+    body: dict[str, Any] = {"type": TYPE_PREFIX + slug, "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    body.update(extra)
+    headers = {"WWW-Authenticate": 'Bearer realm="loyalty"'} if status == 401 else {}
+    return Response(json.dumps(body), status=status, mimetype=MEDIA_TYPE, headers=headers)
+
+
+def from_problem(problem: Problem) -> Response:
+    return problem_response(problem.slug, problem.detail, **problem.extra)

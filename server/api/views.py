@@ -1,0 +1,30 @@
+"""The API blueprint: mounts the feature blueprints under /api/v1, serves the document."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+
+from server.api import openapi
+from server.api.problems import PROBLEMS, TYPE_PREFIX, Problem
+from server.cards.views import bp as cards_bp
+from server.enrolment.views import bp as enrolment_bp
+from server.taps.views import bp as taps_bp
+
+api = Blueprint("api", __name__, url_prefix="/api/v1")
+api.register_blueprint(enrolment_bp)
+api.register_blueprint(cards_bp)
+api.register_blueprint(taps_bp)
+
+
+@api.get("/openapi.json")
+def openapi_document():
+    return jsonify(openapi.build())
+
+
+@api.get("/problems/<slug>")
+def problem_type(slug: str):
+    """Each problem type URI resolves to its description."""
+    if slug not in PROBLEMS:
+        raise Problem("not-found")
+    status, title = PROBLEMS[slug]
+    return jsonify({"type": TYPE_PREFIX + slug, "status": status, "title": title})

@@ -1,0 +1,1 @@
+"""Loyalty cards: signed tokens, issue, replacement and revocation."""

@@ -1,0 +1,34 @@
+"""POST /api/v1/customers/{customer_id}/cards, and the page a phone opens from a card."""
+
+from __future__ import annotations
+
+from flask import Blueprint, g, jsonify, render_template
+
+from server.api.body import parse_body
+from server.cards import service
+from server.cards.schemas import CardIn
+from server.db import main_session
+from server.devices.auth import require
+
+bp = Blueprint("cards", __name__)
+public = Blueprint("card_page", __name__)
+
+
+@bp.post("/customers/<customer_id>/cards")
+@require("kiosk", "desk", "manager", "admin")
+def issue_card(customer_id: str):
+    """Issue a card (kiosk, staff); ``replace`` revokes the customer's other cards."""
+    req = parse_body(CardIn)
+    result, created = service.issue(main_session(), g.principal, customer_id, req)
+    response = jsonify(result)
+    response.status_code = 201
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+@public.get("/c/<card_token>")
+@public.get("/C/<card_token>")
+def card_page(card_token: str):
+    """What a phone shows when it taps or scans a card: no personal data, ever."""
+    return render_template("server/card.html")

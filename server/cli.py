@@ -1,0 +1,180 @@
+"""``flask --app server ...``: migrations, stores, devices, staff, and the demo set-up."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+import click
+from flask import Flask, current_app
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from server.devices.auth import hash_key, hash_password, new_device_key
+from server.devices.models import ROLES as DEVICE_ROLES
+from server.devices.models import Device
+from server.staff.models import ROLES as STAFF_ROLES
+from server.staff.models import Staff
+from server.stores.models import Store
+
+
+def _main() -> Session:
+    return Session(current_app.extensions["loyalty.db"].main)
+
+
+def register_cli(app: Flask) -> None:
+    app.cli.add_command(db_cli)
+    app.cli.add_command(stores_cli)
+    app.cli.add_command(devices_cli)
+    app.cli.add_command(staff_cli)
+    app.cli.add_command(demo_cli)
+
+
+@click.group("db", help="Database schema.")
+def db_cli() -> None:
+    pass
+
+
+@db_cli.command("upgrade", help="Apply the migrations to the main database and the vault.")
+def db_upgrade() -> None:
+    from server.migrate import upgrade
+
+    for name in upgrade(current_app):
+        click.echo(f"{name}: up to date")
+
+
+@click.group("stores", help="Stores of the chain.")
+def stores_cli() -> None:
+    pass
+
+
+@stores_cli.command("add")
+@click.option("--code", required=True, help="Short unique code, e.g. PARIS-01")
+@click.option("--name", required=True)
+@click.option("--allow-uid-only/--no-allow-uid-only", default=False,
+              help="Accept legacy cards identified by their UID alone (weak)")
+def stores_add(code: str, name: str, allow_uid_only: bool) -> None:
+    with _main() as session:
+        if session.scalar(select(Store.id).where(Store.code == code)):
+            raise click.ClickException(f"store {code} exists already")
+        session.add(Store(code=code, name=name, allow_uid_only=allow_uid_only))
+        session.commit()
+    click.echo(f"store {code} added")
+
+
+def add_device(session: Session, store_code: str, role: str, name: str) -> str:
+    store_id = session.scalar(select(Store.id).where(Store.code == store_code))
+    if store_id is None:
+        raise click.ClickException(f"no store {store_code}; add it with 'stores add'")
+    key, digest = new_device_key()
+    session.add(Device(store_id=store_id, role=role, name=name, key_hash=digest))
+    session.commit()
+    return key
+
+
+@click.group("devices", help="Kiosks and tills.")
+def devices_cli() -> None:
+    pass
+
+
+@devices_cli.command("add", help="Register a device; prints its key, once, on the last line.")
+@click.option("--store", "store_code", required=True)
+@click.option("--role", type=click.Choice(DEVICE_ROLES), required=True)
+@click.option("--name", required=True)
+def devices_add(store_code: str, role: str, name: str) -> None:
+    with _main() as session:
+        key = add_device(session, store_code, role, name)
+    click.echo(f"{role} {name!r} added to {store_code}; its key is shown once, keep it safe:")
+    click.echo(key)
+
+
+@devices_cli.command("revoke", help="Refuse a device key from now on.")
+@click.argument("device_id", type=int)
+def devices_revoke(device_id: int) -> None:
+    from server.db import utcnow
+
+    with _main() as session:
+        device = session.get(Device, device_id)
+        if device is None:
+            raise click.ClickException(f"no device {device_id}")
+        device.revoked_at = utcnow()
+        session.commit()
+    click.echo(f"device {device_id} revoked")
+
+
+@devices_cli.command("list")
+def devices_list() -> None:
+    with _main() as session:
+        rows = session.execute(select(Device.id, Device.role, Device.name, Store.code,
+                                      Device.revoked_at).join(Store)).all()
+    for row in rows:
+        state = "revoked" if row.revoked_at else "active"
+        click.echo(f"{row.id}\t{row.role}\t{row.code}\t{state}\t{row.name}")
+
+
+@click.group("staff", help="Staff accounts.")
+def staff_cli() -> None:
+    pass
+
+
+@staff_cli.command("add")
+@click.option("--username", required=True)
+@click.option("--role", type=click.Choice(STAFF_ROLES), required=True)
+@click.option("--store", "store_code", default=None)
+@click.password_option("--password", prompt=True, confirmation_prompt=True,
+                       help="Prompted for when not given; LOYALTY_STAFF_PASSWORD also works",
+                       envvar="LOYALTY_STAFF_PASSWORD")
+def staff_add(username: str, role: str, store_code: str | None, password: str) -> None:
+    if len(password) < 10:
+        raise click.ClickException("a staff password has at least 10 characters")
+    with _main() as session:
+        if session.scalar(select(Staff.id).where(Staff.username == username)):
+            raise click.ClickException(f"staff member {username} exists already")
+        store_id = None
+        if store_code:
+            store_id = session.scalar(select(Store.id).where(Store.code == store_code))
+            if store_id is None:
+                raise click.ClickException(f"no store {store_code}")
+        session.add(Staff(username=username, role=role, store_id=store_id,
+                          password_hash=hash_password(password)))
+        session.commit()
+    click.echo(f"staff member {username} ({role}) added")
+
+
+@click.group("demo", help="The embedded demo of `make run`.")
+def demo_cli() -> None:
+    pass
+
+
+@demo_cli.command("init", help="Create the demo store, a kiosk, a till and an admin if missing; "
+                               "write their keys to a private file for the local processes.")
+@click.option("--credentials", "path", type=click.Path(dir_okay=False), default=None,
+              help="Where to keep the device keys (default: <instance>/demo-credentials.json)")
+def demo_init(path: str | None) -> None:
+    path = Path(path or Path(current_app.config["INSTANCE_PATH"]) / "demo-credentials.json")
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    with _main() as session:
+        if not session.scalar(select(Store.id).where(Store.code == "DEMO")):
+            session.add(Store(code="DEMO", name="Demo shop"))
+            session.commit()
+            click.echo("store DEMO added")
+        for role in DEVICE_ROLES:
+            key = saved.get(f"{role}_key")
+            known = key and session.scalar(select(Device.id).where(
+                Device.key_hash == hash_key(key), Device.revoked_at.is_(None)))
+            if not known:
+                saved[f"{role}_key"] = add_device(session, "DEMO", role, f"demo {role}")
+                click.echo(f"{role} device added")
+        if not session.scalar(select(Staff.id).where(Staff.username == "admin")):
+            saved["admin_password"] = secrets.token_urlsafe(12)
+            session.add(Staff(username="admin", role="admin",
+                              password_hash=hash_password(saved["admin_password"])))
+            session.commit()
+            click.echo("staff member admin added")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(saved, fh, indent=2)
+    click.echo(f"demo credentials in {path}")

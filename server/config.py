@@ -1,0 +1,74 @@
+"""Configuration: defaults, then a TOML file, then ``LOYALTY_*`` variables, then a mapping.
+
+Every key can be set as ``LOYALTY_<KEY>`` in the environment (``LOYALTY_DATABASE_URL``,
+``LOYALTY_VAULT_URL``, ...). ``LOYALTY_CONFIG_FILE`` names a TOML file with the same keys in
+lower or upper case. Paths left unset live in the instance folder (``LOYALTY_INSTANCE_PATH``,
+default ``./instance``), which is created on first use and never committed.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+PREFIX = "LOYALTY_"
+
+DEFAULTS: dict[str, Any] = {
+    "INSTANCE_PATH": "instance",
+    "DATABASE_URL": None,  # sqlite:///<instance>/loyalty.db
+    "VAULT_URL": None,  # sqlite:///<instance>/vault.db
+    "VAULT_KEY_FILE": None,  # <instance>/vault.key
+    "CARD_KEYS_FILE": None,  # <instance>/card-keys.json
+    "SECRET_KEY_FILE": None,  # <instance>/secret.key
+    "CARD_BASE_URL": "http://127.0.0.1:8000",
+    # a kiosk may issue the first card of a customer it enrolled within this many seconds;
+    # later issues and every replacement need a staff member
+    "KIOSK_ISSUE_WINDOW": 3600,
+    "MAX_CONTENT_LENGTH": 64 * 1024,
+    "SQL_ECHO": False,
+}
+
+_INTS = {"KIOSK_ISSUE_WINDOW", "MAX_CONTENT_LENGTH"}
+_BOOLS = {"SQL_ECHO"}
+
+
+def _coerce(key: str, value: Any) -> Any:
+    if isinstance(value, str):
+        if key in _INTS:
+            return int(value)
+        if key in _BOOLS:
+            return value.strip().lower() in {"1", "true", "yes", "on"}
+    return value
+
+
+def load_config(overrides: dict[str, Any] | None = None,
+                environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """Return the resolved configuration mapping (keys without the prefix)."""
+    environ = os.environ if environ is None else environ
+    config = dict(DEFAULTS)
+    config_file = (overrides or {}).get("CONFIG_FILE") or environ.get(PREFIX + "CONFIG_FILE")
+    if config_file:
+        with open(config_file, "rb") as fh:
+            config.update({k.upper(): v for k, v in tomllib.load(fh).items()})
+    for name, value in environ.items():
+        if name.startswith(PREFIX) and name != PREFIX + "CONFIG_FILE":
+            config[name[len(PREFIX):]] = value
+    config.update(overrides or {})
+    config = {k: _coerce(k, v) for k, v in config.items()}
+
+    instance = Path(config["INSTANCE_PATH"]).resolve()
+    config["INSTANCE_PATH"] = str(instance)
+    defaults = {
+        "DATABASE_URL": f"sqlite:///{instance / 'loyalty.db'}",
+        "VAULT_URL": f"sqlite:///{instance / 'vault.db'}",
+        "VAULT_KEY_FILE": str(instance / "vault.key"),
+        "CARD_KEYS_FILE": str(instance / "card-keys.json"),
+        "SECRET_KEY_FILE": str(instance / "secret.key"),
+    }
+    for key, value in defaults.items():
+        if not config.get(key):
+            config[key] = value
+    config["CARD_BASE_URL"] = str(config["CARD_BASE_URL"]).rstrip("/")
+    return config

@@ -1,0 +1,1 @@
+"""Customers, known to the main database by a neutral id only."""

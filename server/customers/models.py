@@ -1,0 +1,37 @@
+"""A customer as the main database knows them: a neutral id, no personal data."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from server.db import Base, utcnow
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+
+    # random, e.g. C-7F3K-9Q2M; never derived from personal data
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    language: Mapped[str] = mapped_column(String(2))
+    home_store_id: Mapped[int] = mapped_column(ForeignKey("stores.id"))
+    enrolled_by_device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id"))
+    enrol_event_id: Mapped[str | None] = mapped_column(String(36), unique=True)
+    tier: Mapped[str] = mapped_column(String(32), default="member")
+    # cached balance; the points ledger (a later issue) becomes its source of truth
+    points: Mapped[int] = mapped_column(Integer, default=0)
+    # coarse profile for segmentation, kept only with the profiling consent
+    sex: Mapped[str | None] = mapped_column(String(8))
+    age_band: Mapped[str | None] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SurveyResponse(Base):
+    __tablename__ = "survey_responses"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    answers: Mapped[dict] = mapped_column(JSON)
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

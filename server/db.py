@@ -1,0 +1,152 @@
+"""The two databases: the main one (pseudonymous) and the vault (personal data, encrypted).
+
+Each request gets one session per database, opened on first use. The unit of work ends in
+one place, ``finish_request``: on success the vault commits first, then the main database;
+if the main commit fails, the vault rows the request created are deleted again, so no
+personal data is left behind without its customer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from flask import Flask, current_app, g
+from sqlalchemy import MetaData, create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Session
+
+log = logging.getLogger(__name__)
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Models of the main database."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class VaultBase(DeclarativeBase):
+    """Models of the vault database."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cur = dbapi_connection.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
+
+
+def make_engine(url: str, echo: bool = False) -> Engine:
+    """Create an engine; SQLite files get WAL, foreign keys and a busy timeout."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # the files hold customer data: readable by the service's user only
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        engine = create_engine(url, echo=echo, hide_parameters=True)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    # hide_parameters: a failing statement's values never reach a log line
+    return create_engine(url, echo=echo, hide_parameters=True, pool_pre_ping=True,
+                         pool_size=5, max_overflow=5)
+
+
+class Databases:
+    """The engines of one app; ``init_app`` binds them and the request unit of work."""
+
+    def __init__(self, main: Engine, vault: Engine) -> None:
+        self.main = main
+        self.vault = vault
+
+    @classmethod
+    def init_app(cls, app: Flask) -> Databases:
+        echo = bool(app.config["SQL_ECHO"])
+        dbs = cls(make_engine(app.config["DATABASE_URL"], echo),
+                  make_engine(app.config["VAULT_URL"], echo))
+        app.extensions["loyalty.db"] = dbs
+        app.teardown_appcontext(_close_sessions)
+        return dbs
+
+    def dispose(self) -> None:
+        self.main.dispose()
+        self.vault.dispose()
+
+
+def databases() -> Databases:
+    return current_app.extensions["loyalty.db"]
+
+
+def main_session() -> Session:
+    """The request's session on the main database."""
+    if "main_session" not in g:
+        g.main_session = Session(databases().main, expire_on_commit=False)
+    return g.main_session
+
+
+def vault_session() -> Session:
+    """The request's session on the vault database."""
+    if "vault_session" not in g:
+        g.vault_session = Session(databases().vault, expire_on_commit=False)
+    return g.vault_session
+
+
+def on_main_failure(undo: Callable[[Session], None]) -> None:
+    """Register how to undo, in the vault, what this request wrote there, should main fail."""
+    g.setdefault("vault_undo", []).append(undo)
+
+
+def finish_request(success: bool) -> None:
+    """Commit (vault, then main) or roll back everything the request did. The one commit."""
+    vault = g.pop("vault_session", None)
+    main = g.pop("main_session", None)
+    undo = g.pop("vault_undo", [])
+    try:
+        if not success:
+            return
+        if vault is not None:
+            vault.commit()
+        if main is not None:
+            try:
+                main.commit()
+            except Exception:
+                if undo:
+                    log.error("main commit failed: undoing %d vault write(s)", len(undo))
+                    with Session(databases().vault) as fix:
+                        for step in undo:
+                            step(fix)
+                        fix.commit()
+                raise
+    finally:
+        for session in (vault, main):
+            if session is not None:
+                session.close()
+
+
+def _close_sessions(_exc: BaseException | None) -> None:
+    for name in ("vault_session", "main_session"):
+        session = g.pop(name, None)
+        if session is not None:
+            session.rollback()
+            session.close()

@@ -1,0 +1,1 @@
+"""Devices (kiosks and tills) and how they authenticate."""

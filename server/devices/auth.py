@@ -1,0 +1,146 @@
+"""Who is calling: a device by its bearer key, a staff member by their credential.
+
+Devices send ``Authorization: Bearer <key>``. A staff member confirming an action on a
+kiosk adds ``X-Staff-Authorization: Basic <base64 user:password>``; a staff client without a
+device sends that credential as ``Authorization: Basic``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from flask import g, request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from server.api.problems import Problem
+from server.db import main_session
+from server.devices.models import Device
+from server.staff.models import Staff
+
+KEY_PREFIX = "lk_"
+_hasher = PasswordHasher()
+# verified against when the username is unknown, so that timing does not reveal usernames
+_DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
+
+
+@dataclass(frozen=True)
+class StaffMember:
+    id: int
+    username: str
+    role: str
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller of one request: a device (maybe with a confirming staff member) or staff."""
+
+    kind: str  # "device" | "staff"
+    role: str  # device role (kiosk/till) or staff role
+    id: int
+    store_id: int | None
+    staff: StaffMember | None = None
+
+    @property
+    def actor(self) -> str:
+        """How the audit log names the caller."""
+        name = f"{self.kind}:{self.id}"
+        return name + (f"+staff:{self.staff.id}" if self.staff and self.kind == "device" else "")
+
+
+def new_device_key() -> tuple[str, str]:
+    """Return ``(key, sha256 hex)``: the key is shown once, the hash is stored."""
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    return key, hash_key(key)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def _basic(value: str) -> tuple[str, str]:
+    try:
+        user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        raise Problem("invalid-credentials", "malformed Basic credential") from None
+    return user, password
+
+
+def verify_staff(session: Session, username: str, password: str) -> StaffMember:
+    """Check a staff credential with argon2.
+
+    Raises:
+        Problem: ``invalid-credentials``, the same for a wrong user or password.
+    """
+    row = session.execute(
+        select(Staff.id, Staff.username, Staff.role, Staff.password_hash)
+        .where(Staff.username == username, Staff.disabled_at.is_(None))
+    ).first()
+    try:
+        _hasher.verify(row.password_hash if row else _DUMMY_HASH, password)
+    except (VerificationError, InvalidHashError):
+        row = None
+    if row is None:
+        raise Problem("invalid-credentials", "unknown staff member or wrong password")
+    return StaffMember(row.id, row.username, row.role)
+
+
+def authenticate() -> Principal:
+    """Identify the caller of the current request.
+
+    Raises:
+        Problem: ``unauthenticated`` or ``invalid-credentials``.
+    """
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    session = main_session()
+    if scheme.lower() == "bearer" and value:
+        row = session.execute(
+            select(Device.id, Device.role, Device.store_id)
+            .where(Device.key_hash == hash_key(value.strip()), Device.revoked_at.is_(None))
+        ).first()
+        if row is None:
+            raise Problem("invalid-credentials", "unknown or revoked device key")
+        staff = None
+        confirm = request.headers.get("X-Staff-Authorization", "")
+        c_scheme, _, c_value = confirm.partition(" ")
+        if confirm:
+            if c_scheme.lower() != "basic":
+                raise Problem("invalid-credentials", "X-Staff-Authorization must be Basic")
+            staff = verify_staff(session, *_basic(c_value.strip()))
+        return Principal("device", row.role, row.id, row.store_id, staff)
+    if scheme.lower() == "basic" and value:
+        member = verify_staff(session, *_basic(value.strip()))
+        return Principal("staff", member.role, member.id, None, member)
+    raise Problem("unauthenticated")
+
+
+def require(*roles: str) -> Callable:
+    """Let only callers with one of ``roles`` (device or staff roles) run the view."""
+
+    def decorate(view: Callable) -> Callable:
+        @wraps(view)
+        def wrapper(*args, **kwargs):
+            principal = authenticate()
+            if principal.role not in roles:
+                raise Problem("forbidden-role",
+                              f"a {principal.kind} with role {principal.role!r} may not do this")
+            g.principal = principal
+            return view(*args, **kwargs)
+
+        wrapper.required_roles = roles  # read by the OpenAPI document
+        return wrapper
+
+    return decorate

@@ -1,0 +1,1 @@
+"""Enrolment at the kiosk: a new customer, their consents and their personal data."""

@@ -1,0 +1,133 @@
+"""Enrol a customer: neutral id and consents in the main database, identity in the vault."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import date
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from server.api.problems import Problem
+from server.customers.models import Customer, SurveyResponse
+from server.devices.auth import Principal
+from server.enrolment.schemas import EnrolmentIn
+from server.privacy.models import PURPOSES, AuditEntry, Consent
+from server.vault.service import display_name, read_personal_data, store_personal_data
+
+# Crockford's base32: no I, L, O, U, so a code read aloud or typed is hard to get wrong
+ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_customer_id() -> str:
+    """A random neutral id such as ``C-7F3K-9Q2M`` (40 random bits)."""
+    chars = "".join(secrets.choice(ALPHABET) for _ in range(8))
+    return f"C-{chars[:4]}-{chars[4:]}"
+
+
+def age_band(birth: date, today: date | None = None) -> str:
+    today = today or date.today()
+    age = today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
+    for upper, band in ((18, "<18"), (25, "18-24"), (35, "25-34"), (45, "35-44"),
+                        (55, "45-54"), (65, "55-64")):
+        if age < upper:
+            return band
+    return "65+"
+
+
+def _result(main: Session, vault: Session, customer: Customer) -> dict:
+    consents = {p: False for p in PURPOSES}
+    for purpose, granted in main.execute(
+        select(Consent.purpose, Consent.granted)
+        .where(Consent.customer_id == customer.id).order_by(Consent.id)
+    ):
+        consents[purpose] = granted
+    return {
+        "customer_id": customer.id,
+        "display_name": display_name(read_personal_data(vault, customer.id)),
+        "language": customer.language,
+        "tier": customer.tier,
+        "points": customer.points,
+        "consents": consents,
+    }
+
+
+def _replay(main: Session, vault: Session, device: Principal, event_id: str) -> dict | None:
+    customer = main.scalar(select(Customer).where(Customer.enrol_event_id == event_id))
+    if customer is None:
+        return None
+    if customer.enrolled_by_device_id != device.id:
+        raise Problem("event-id-conflict")
+    return _result(main, vault, customer)
+
+
+def enrol(main: Session, vault: Session, device: Principal, req: EnrolmentIn) -> tuple[dict, bool]:
+    """Create the customer of an enrolment, or return the one this event already created.
+
+    Returns:
+        ``(result, created)``; ``created`` is False for a replayed event id.
+
+    Raises:
+        Problem: ``consent-required`` without the terms; ``event-id-conflict``.
+    """
+    event_id = str(req.event_id)
+    previous = _replay(main, vault, device, event_id)
+    if previous is not None:
+        return previous, False
+    if not req.consents.terms:
+        raise Problem("consent-required")
+
+    customer_id = new_customer_id()
+    while main.get(Customer, customer_id) is not None:  # 1 in a trillion, but never twice
+        customer_id = new_customer_id()
+    profiling = req.consents.profiling
+    customer = Customer(
+        id=customer_id,
+        language=req.language,
+        home_store_id=device.store_id,
+        enrolled_by_device_id=device.id,
+        enrol_event_id=event_id,
+        tier="member",
+        points=0,
+        sex=req.gender if profiling else None,
+        age_band=age_band(req.birth_date) if profiling and req.birth_date else None,
+    )
+    main.add(customer)
+    try:
+        main.flush()  # claims the event id; a concurrent twin fails here
+    except IntegrityError:
+        main.rollback()
+        previous = _replay(main, vault, device, event_id)
+        if previous is None:
+            raise
+        return previous, False
+
+    for purpose in PURPOSES:
+        main.add(Consent(customer_id=customer_id, purpose=purpose,
+                         granted=getattr(req.consents, purpose),
+                         text_version=req.consent_version, device_id=device.id))
+    if req.survey:
+        main.add(SurveyResponse(customer_id=customer_id, answers=req.survey))
+    main.add(AuditEntry(actor=device.actor, action="personal-data.create",
+                        customer_id=customer_id, detail={"via": "enrolment"}))
+
+    personal = {
+        "first_name": req.first_name,
+        "last_name": req.last_name,
+        "email": str(req.email) if req.email else None,
+        "phone": req.phone,
+        "birth_date": req.birth_date.isoformat() if req.birth_date else None,
+        "gender": req.gender,
+        "address": req.address,
+    }
+    store_personal_data(vault, customer_id, personal)
+    main.flush()
+    return {
+        "customer_id": customer_id,
+        "display_name": display_name(personal),
+        "language": req.language,
+        "tier": customer.tier,
+        "points": customer.points,
+        "consents": req.consents.model_dump(),
+    }, True

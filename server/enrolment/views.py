@@ -1,0 +1,26 @@
+"""POST /api/v1/enrolments."""
+
+from __future__ import annotations
+
+from flask import Blueprint, g, jsonify
+
+from server.api.body import parse_body
+from server.db import main_session, vault_session
+from server.devices.auth import require
+from server.enrolment import service
+from server.enrolment.schemas import EnrolmentIn
+
+bp = Blueprint("enrolment", __name__)
+
+
+@bp.post("/enrolments")
+@require("kiosk")
+def create_enrolment():
+    """Enrol a customer (kiosk). Idempotent on event_id."""
+    req = parse_body(EnrolmentIn)
+    result, created = service.enrol(main_session(), vault_session(), g.principal, req)
+    response = jsonify(result)
+    response.status_code = 201
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response

@@ -1,0 +1,13 @@
+"""Every model, imported once so that each metadata is complete (for Alembic and tests)."""
+
+from server.cards.models import Card
+from server.customers.models import Customer, SurveyResponse
+from server.devices.models import Device
+from server.privacy.models import AuditEntry, Consent
+from server.staff.models import Staff
+from server.stores.models import Store
+from server.taps.models import Visit
+from server.vault.models import VaultRecord
+
+__all__ = ["AuditEntry", "Card", "Consent", "Customer", "Device", "Staff", "Store",
+           "SurveyResponse", "VaultRecord", "Visit"]

@@ -1,0 +1,1 @@
+"""Consent and the audit log of personal-data access."""

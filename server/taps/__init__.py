@@ -1,0 +1,1 @@
+"""Taps at the till: card -> customer record, each tap a visit."""

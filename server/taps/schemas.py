@@ -1,0 +1,50 @@
+"""What a tap carries and what the till gets back."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+
+class TapIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: UUID
+    url: Annotated[str, StringConstraints(strip_whitespace=True, max_length=512)] | None = None
+    qr: Annotated[str, StringConstraints(strip_whitespace=True, max_length=512)] | None = None
+    uid: str | None = Field(default=None, pattern=r"^[0-9A-Fa-f]{8,20}$")
+    reader: Annotated[str, StringConstraints(max_length=120)] | None = None
+    tapped_at: datetime | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> TapIn:
+        if not (self.url or self.qr or self.uid):
+            raise ValueError("a tap carries a url, a qr text or a uid")
+        return self
+
+
+class CardSummary(BaseModel):
+    card_id: str
+    kind: str
+    status: str
+    generation: int
+
+
+class CustomerRecord(BaseModel):
+    """What the cashier sees after a tap."""
+
+    customer_id: str
+    display_name: str = Field(description="First name and initial of the last name")
+    language: str
+    tier: str
+    points: int
+    card: CardSummary
+    rewards_available: list[dict]
+    recent_purchases: list[dict]
+    open_tickets: list[dict]
+    flags: list[str] = Field(description="e.g. weak (UID-only card), uid-mismatch")
+    visit_id: int
+    replayed: bool

@@ -1,0 +1,124 @@
+"""A tap: verify the card, write the visit once per event id, build the record.
+
+This is the hot path (DESIGN.md): Core statements, no ORM objects, one joined read of card
+and customer, one insert, one vault read.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from server.api.problems import Problem
+from server.cards import token
+from server.cards.models import Card
+from server.cards.service import keyring
+from server.customers.models import Customer
+from server.devices.auth import Principal
+from server.stores.models import Store
+from server.taps.models import Visit
+from server.taps.schemas import TapIn
+from server.vault.service import display_name, read_personal_data
+
+cards, customers, visits = Card.__table__, Customer.__table__, Visit.__table__
+
+_CARD_JOIN = cards.join(customers, customers.c.id == cards.c.customer_id)
+_CARD_COLUMNS = (cards.c.id, cards.c.kind, cards.c.status, cards.c.status_reason,
+                 cards.c.generation, cards.c.nfc_uid, cards.c.customer_id, cards.c.replaced_by,
+                 customers.c.tier, customers.c.points, customers.c.language)
+
+
+def _card_by_token(main: Session, text: str):
+    try:
+        _key_id, card_id, generation = token.decode(text, keyring().keys)
+    except token.InvalidToken as exc:
+        raise Problem(exc.code, str(exc)) from None
+    row = main.execute(select(*_CARD_COLUMNS).select_from(_CARD_JOIN)
+                       .where(cards.c.id == card_id.hex())).first()
+    if row is None:
+        raise Problem("card-not-found", "this card is not known to the loyalty service")
+    return row, generation
+
+
+def _card_by_uid(main: Session, device: Principal, uid: str):
+    allowed = main.scalar(select(Store.allow_uid_only).where(Store.id == device.store_id))
+    if not allowed:
+        raise Problem("uid-only-disabled")
+    rows = main.execute(select(*_CARD_COLUMNS).select_from(_CARD_JOIN)
+                        .where(cards.c.nfc_uid == uid)).all()
+    if not rows:
+        raise Problem("card-not-found", "no card with this UID")
+    active = [r for r in rows if r.status == "active"]
+    return (active or rows)[0]
+
+
+def resolve(main: Session, device: Principal, req: TapIn):
+    """Return ``(card row, method, flags)`` for what the reader saw.
+
+    Raises:
+        Problem: a token problem, ``card-not-found``, ``uid-only-disabled``, ``card-revoked``,
+            ``card-superseded``.
+    """
+    flags: list[str] = []
+    uid = req.uid.upper() if req.uid else None
+    text = req.url or req.qr
+    if text:
+        row, generation = _card_by_token(main, text)
+        method = "url" if req.url else "qr"
+        if uid and row.nfc_uid and row.nfc_uid != uid:
+            flags.append("uid-mismatch")
+    else:
+        row, generation, method = _card_by_uid(main, device, uid), None, "uid"
+        flags.append("weak")
+    if row.status != "active":
+        state = "replaced" if row.replaced_by else row.status
+        reason = row.status_reason or state
+        raise Problem("card-revoked", f"card {state} ({reason})", reason=reason,
+                      replaced=bool(row.replaced_by), card_id=row.id)
+    if generation is not None and generation != row.generation:
+        raise Problem("card-superseded", card_id=row.id)
+    return row, method, flags
+
+
+def tap(main: Session, vault: Session, device: Principal, req: TapIn) -> dict:
+    """Record a visit for a tap and return the customer record (a replay writes nothing).
+
+    Raises:
+        Problem: see ``resolve``; ``event-id-conflict`` if another device used the event id.
+    """
+    row, method, flags = resolve(main, device, req)
+    event_id = str(req.event_id)
+    replayed = False
+    try:
+        visit_id = main.execute(insert(visits).values(
+            event_id=event_id, customer_id=row.customer_id, card_id=row.id,
+            store_id=device.store_id, device_id=device.id, reader=req.reader, method=method,
+            weak="weak" in flags, tapped_at=req.tapped_at, recorded_at=datetime.now(UTC),
+        )).inserted_primary_key[0]
+    except IntegrityError:
+        main.rollback()
+        previous = main.execute(select(visits.c.id, visits.c.device_id, visits.c.card_id)
+                                .where(visits.c.event_id == event_id)).first()
+        if previous is None:
+            raise
+        if previous.device_id != device.id or previous.card_id != row.id:
+            raise Problem("event-id-conflict") from None
+        visit_id, replayed = previous.id, True
+    return {
+        "customer_id": row.customer_id,
+        "display_name": display_name(read_personal_data(vault, row.customer_id)),
+        "language": row.language,
+        "tier": row.tier,
+        "points": row.points,
+        "card": {"card_id": row.id, "kind": row.kind, "status": row.status,
+                 "generation": row.generation},
+        "rewards_available": [],
+        "recent_purchases": [],
+        "open_tickets": [],
+        "flags": flags,
+        "visit_id": visit_id,
+        "replayed": replayed,
+    }

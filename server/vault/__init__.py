@@ -1,0 +1,1 @@
+"""The vault: personal data, encrypted per customer, in its own database."""

@@ -1,0 +1,104 @@
+"""Envelope encryption for the vault, and keyed blind indexes.
+
+Each customer's personal data is a JSON document encrypted with AES-256-GCM under that
+customer's own random data key; the data key is itself encrypted (wrapped) with the current
+master key. Both ciphertexts are bound to the customer id as associated data, so a row
+copied onto another customer does not decrypt. The master keys and the blind-index key live
+in a key file outside both databases (``vault.key``, created on first use)::
+
+    {"current": 1, "master": {"1": "<64 hex>"}, "index": "<64 hex>"}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from server.secrets_file import load_or_create_json
+
+NONCE = 12
+
+
+class VaultError(Exception):
+    """A vault record cannot be opened (wrong or missing master key, tampered ciphertext)."""
+
+
+@dataclass(frozen=True)
+class VaultKeys:
+    current: int
+    master: dict[int, bytes]
+    index_key: bytes
+
+    @classmethod
+    def load(cls, path: str) -> VaultKeys:
+        data = load_or_create_json(path, lambda: {
+            "current": 1,
+            "master": {"1": secrets.token_hex(32)},
+            "index": secrets.token_hex(32),
+        })
+        master = {int(k): bytes.fromhex(v) for k, v in data["master"].items()}
+        if int(data["current"]) not in master:
+            raise ValueError(f"{path}: the current master key is missing")
+        return cls(int(data["current"]), master, bytes.fromhex(data["index"]))
+
+
+def _seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    nonce = os.urandom(NONCE)
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
+
+
+def _open(key: bytes, blob: bytes, aad: bytes) -> bytes:
+    from cryptography.exceptions import InvalidTag
+
+    try:
+        return AESGCM(key).decrypt(blob[:NONCE], blob[NONCE:], aad)
+    except InvalidTag as exc:
+        raise VaultError("vault record does not decrypt (wrong key or altered)") from exc
+
+
+def encrypt_record(keys: VaultKeys, customer_id: str, data: dict) -> tuple[int, bytes, bytes]:
+    """Encrypt ``data`` under a new data key. Returns ``(master_key_id, wrapped, ciphertext)``."""
+    data_key = AESGCM.generate_key(bit_length=256)
+    aad = customer_id.encode()
+    plaintext = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    wrapped = _seal(keys.master[keys.current], data_key, b"wrap:" + aad)
+    return keys.current, wrapped, _seal(data_key, plaintext, b"data:" + aad)
+
+
+def decrypt_record(keys: VaultKeys, customer_id: str, master_key_id: int,
+                   wrapped: bytes, ciphertext: bytes) -> dict:
+    """Decrypt one record.
+
+    Raises:
+        VaultError: the master key is unknown or the record was altered.
+    """
+    master = keys.master.get(master_key_id)
+    if master is None:
+        raise VaultError(f"vault master key {master_key_id} is not configured")
+    aad = customer_id.encode()
+    data_key = _open(master, wrapped, b"wrap:" + aad)
+    return json.loads(_open(data_key, ciphertext, b"data:" + aad))
+
+
+def normalise_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def normalise_phone(phone: str) -> str:
+    digits = re.sub(r"[\s().-]", "", phone.strip())
+    if digits.startswith("00"):
+        digits = "+" + digits[2:]
+    return digits
+
+
+def blind_index(keys: VaultKeys, kind: str, value: str) -> str:
+    """A keyed HMAC of a normalised value: exact lookup without storing the value."""
+    norm = normalise_email(value) if kind == "email" else normalise_phone(value)
+    return hmac.new(keys.index_key, f"{kind}:{norm}".encode(), hashlib.sha256).hexdigest()
