@@ -13,7 +13,7 @@ import hashlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import wraps
+from functools import cache, wraps
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -28,8 +28,12 @@ from server.staff.models import Staff
 
 KEY_PREFIX = "lk_"
 _hasher = PasswordHasher()
-# verified against when the username is unknown, so that timing does not reveal usernames
-_DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
+
+
+@cache
+def _dummy_hash() -> str:
+    """Verified against when the username is unknown, so timing does not reveal usernames."""
+    return _hasher.hash(secrets.token_hex(16))
 
 
 @dataclass(frozen=True)
@@ -89,7 +93,7 @@ def verify_staff(session: Session, username: str, password: str) -> StaffMember:
         .where(Staff.username == username, Staff.disabled_at.is_(None))
     ).first()
     try:
-        _hasher.verify(row.password_hash if row else _DUMMY_HASH, password)
+        _hasher.verify(row.password_hash if row else _dummy_hash(), password)
     except (VerificationError, InvalidHashError):
         row = None
     if row is None:

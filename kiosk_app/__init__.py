@@ -1,0 +1,106 @@
+"""The welcome-desk kiosk: a local web app shown by Chromium in kiosk mode.
+
+It enrols customers through the central service and prints their card on the printer it
+owns (one thread, see ``printing``). It keeps nothing of a customer beyond their session.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, request, session
+from flask_babel import Babel
+from flask_wtf.csrf import CSRFProtect
+
+from device_drivers.forwarder import ServiceClient
+from device_drivers.settings import load_settings
+from kiosk_app.printing import PrinterWorker
+
+HERE = Path(__file__).resolve().parent
+TEMPLATES = HERE.parent / "templates"
+LANGUAGES = {"fr": "Français", "lt": "Lietuvių", "en": "English"}
+
+DEFAULTS: dict[str, Any] = {
+    "SERVER_URL": "http://127.0.0.1:8000",
+    "DEVICE_KEY": "",
+    "PRINTER": "file:instance/printer-output.bin",
+    "SHOP_NAME": "Demo shop",
+    "DEFAULT_LANGUAGE": "fr",
+    "CONSENT_VERSION": "2026-11",
+    "IDLE_TIMEOUT": 60,
+    "PRINT_TIMEOUT": 15.0,
+    "REQUEST_TIMEOUT": 5.0,
+    # show the card's QR on screen too (the demo, where the printer is a file)
+    "SHOW_CARD_ON_SCREEN": False,
+    "INSTANCE_PATH": "instance",
+    "SECRET_KEY": "",
+}
+
+csrf = CSRFProtect()
+babel = Babel()
+
+
+def _locale() -> str:
+    from flask import current_app
+
+    lang = session.get("lang")
+    if lang in LANGUAGES:
+        return lang
+    return request.accept_languages.best_match(list(LANGUAGES)) or \
+        current_app.config["DEFAULT_LANGUAGE"]
+
+
+def _secret_key(instance: Path) -> str:
+    path = instance / "kiosk-secret.key"
+    if not path.exists():
+        instance.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the kiosk app; the printer thread starts with the first print."""
+    settings = load_settings(DEFAULTS, config)
+    app = Flask(__name__, template_folder=str(TEMPLATES), static_folder=str(HERE / "static"))
+    app.config.update(settings)
+    app.config["SECRET_KEY"] = settings["SECRET_KEY"] or _secret_key(
+        Path(settings["INSTANCE_PATH"]))
+    app.config.update(
+        BABEL_TRANSLATION_DIRECTORIES=str(HERE / "translations"),
+        BABEL_DEFAULT_LOCALE=settings["DEFAULT_LANGUAGE"],
+        SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_HTTPONLY=True,
+        WTF_CSRF_TIME_LIMIT=None,  # the form may stay on screen; the session expires instead
+    )
+    csrf.init_app(app)
+    babel.init_app(app, locale_selector=_locale)
+    app.extensions["kiosk.client"] = ServiceClient(
+        settings["SERVER_URL"], settings["DEVICE_KEY"], float(settings["REQUEST_TIMEOUT"]))
+    app.extensions["kiosk.printer"] = PrinterWorker(settings["PRINTER"])
+
+    from kiosk_app.views import bp
+
+    app.register_blueprint(bp)
+
+    @app.context_processor
+    def _globals():
+        from flask_babel import get_locale
+
+        return {"languages": LANGUAGES, "current_language": str(get_locale()),
+                "shop_name": app.config["SHOP_NAME"],
+                "idle_timeout": app.config["IDLE_TIMEOUT"]}
+
+    @app.after_request
+    def _headers(response):
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+            "frame-ancestors 'none'; form-action 'self'")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    return app
