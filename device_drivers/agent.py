@@ -23,7 +23,14 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request
 
-from device_drivers.base import DriverError, Reader, ReaderError, Tap, open_reader
+from device_drivers.base import (
+    DriverError,
+    Reader,
+    ReaderError,
+    ReaderUnavailable,
+    Tap,
+    open_reader,
+)
 from device_drivers.forwarder import ServerProblem, ServerUnavailable, ServiceClient
 from device_drivers.settings import load_settings
 
@@ -121,12 +128,15 @@ class Agent:
                 while not self._stop.is_set():
                     try:
                         tap = reader.read(timeout=0.5)
+                    except ReaderUnavailable:
+                        raise  # the reader is gone: close it and open it again later
                     except ReaderError as exc:
                         # one bad card is not a broken reader: report it and go on
                         log.warning("reader %s: %s", reader.uri, exc)
                         self._record(reader.uri, error={"type": "reader-error",
                                                         "title": "The card could not be read",
                                                         "detail": str(exc)})
+                        self._stop.wait(0.2)  # a driver that fails at once cannot spin
                         continue
                     if tap is not None:
                         state.taps += 1

@@ -19,6 +19,14 @@ class ReaderError(DriverError):
     """A reader failed or returned something that is not a card."""
 
 
+class ReaderUnavailable(ReaderError):
+    """The reader itself is gone (unplugged, its service down), not just one card.
+
+    The agent closes the reader and opens it again a little later instead of reporting a
+    card error for every read.
+    """
+
+
 class PrinterError(DriverError):
     """A printer is offline, out of paper or refused the job.
 
