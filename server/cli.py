@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 from flask import Flask, current_app
+from flask.cli import AppGroup
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -32,7 +33,7 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(demo_cli)
 
 
-@click.group("db", help="Database schema.")
+@click.group("db", cls=AppGroup, help="Database schema.")
 def db_cli() -> None:
     pass
 
@@ -45,7 +46,7 @@ def db_upgrade() -> None:
         click.echo(f"{name}: up to date")
 
 
-@click.group("stores", help="Stores of the chain.")
+@click.group("stores", cls=AppGroup, help="Stores of the chain.")
 def stores_cli() -> None:
     pass
 
@@ -74,7 +75,7 @@ def add_device(session: Session, store_code: str, role: str, name: str) -> str:
     return key
 
 
-@click.group("devices", help="Kiosks and tills.")
+@click.group("devices", cls=AppGroup, help="Kiosks and tills.")
 def devices_cli() -> None:
     pass
 
@@ -114,7 +115,7 @@ def devices_list() -> None:
         click.echo(f"{row.id}\t{row.role}\t{row.code}\t{state}\t{row.name}")
 
 
-@click.group("staff", help="Staff accounts.")
+@click.group("staff", cls=AppGroup, help="Staff accounts.")
 def staff_cli() -> None:
     pass
 
@@ -143,7 +144,7 @@ def staff_add(username: str, role: str, store_code: str | None, password: str) -
     click.echo(f"staff member {username} ({role}) added")
 
 
-@click.group("demo", help="The embedded demo of `make run`.")
+@click.group("demo", cls=AppGroup, help="The embedded demo of `make run`.")
 def demo_cli() -> None:
     pass
 

@@ -23,8 +23,8 @@ DEFAULTS: dict[str, Any] = {
     "CARD_KEYS_FILE": None,  # <instance>/card-keys.json
     "SECRET_KEY_FILE": None,  # <instance>/secret.key
     "CARD_BASE_URL": "http://127.0.0.1:8000",
-    # a kiosk may issue the first card of a customer it enrolled within this many seconds;
-    # later issues and every replacement need a staff member
+    # a kiosk may issue the first card of each kind (QR, NFC) to a customer it enrolled within
+    # this many seconds; later issues and every replacement need a staff member
     "KIOSK_ISSUE_WINDOW": 3600,
     "MAX_CONTENT_LENGTH": 64 * 1024,
     "SQL_ECHO": False,

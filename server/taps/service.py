@@ -26,9 +26,11 @@ from server.vault.service import display_name, read_personal_data
 cards, customers, visits = Card.__table__, Customer.__table__, Visit.__table__
 
 _CARD_JOIN = cards.join(customers, customers.c.id == cards.c.customer_id)
-_CARD_COLUMNS = (cards.c.id, cards.c.kind, cards.c.status, cards.c.status_reason,
-                 cards.c.generation, cards.c.nfc_uid, cards.c.customer_id, cards.c.replaced_by,
-                 customers.c.tier, customers.c.points, customers.c.language)
+_CARD_SELECT = select(
+    cards.c.id, cards.c.kind, cards.c.status, cards.c.status_reason, cards.c.generation,
+    cards.c.nfc_uid, cards.c.customer_id, cards.c.replaced_by,
+    customers.c.tier, customers.c.points, customers.c.language,
+).select_from(_CARD_JOIN)
 
 
 def _card_by_token(main: Session, text: str):
@@ -36,8 +38,7 @@ def _card_by_token(main: Session, text: str):
         _key_id, card_id, generation = token.decode(text, keyring().keys)
     except token.InvalidToken as exc:
         raise Problem(exc.code, str(exc)) from None
-    row = main.execute(select(*_CARD_COLUMNS).select_from(_CARD_JOIN)
-                       .where(cards.c.id == card_id.hex())).first()
+    row = main.execute(_CARD_SELECT.where(cards.c.id == card_id.hex())).first()
     if row is None:
         raise Problem("card-not-found", "this card is not known to the loyalty service")
     return row, generation
@@ -47,8 +48,7 @@ def _card_by_uid(main: Session, device: Principal, uid: str):
     allowed = main.scalar(select(Store.allow_uid_only).where(Store.id == device.store_id))
     if not allowed:
         raise Problem("uid-only-disabled")
-    rows = main.execute(select(*_CARD_COLUMNS).select_from(_CARD_JOIN)
-                        .where(cards.c.nfc_uid == uid)).all()
+    rows = main.execute(_CARD_SELECT.where(cards.c.nfc_uid == uid)).all()
     if not rows:
         raise Problem("card-not-found", "no card with this UID")
     active = [r for r in rows if r.status == "active"]
@@ -83,30 +83,12 @@ def resolve(main: Session, device: Principal, req: TapIn):
     return row, method, flags
 
 
-def tap(main: Session, vault: Session, device: Principal, req: TapIn) -> dict:
-    """Record a visit for a tap and return the customer record (a replay writes nothing).
+def _previous_visit(main: Session, event_id: str):
+    return main.execute(select(visits.c.id, visits.c.device_id, visits.c.card_id, visits.c.weak)
+                        .where(visits.c.event_id == event_id)).first()
 
-    Raises:
-        Problem: see ``resolve``; ``event-id-conflict`` if another device used the event id.
-    """
-    row, method, flags = resolve(main, device, req)
-    event_id = str(req.event_id)
-    replayed = False
-    try:
-        visit_id = main.execute(insert(visits).values(
-            event_id=event_id, customer_id=row.customer_id, card_id=row.id,
-            store_id=device.store_id, device_id=device.id, reader=req.reader, method=method,
-            weak="weak" in flags, tapped_at=req.tapped_at, recorded_at=datetime.now(UTC),
-        )).inserted_primary_key[0]
-    except IntegrityError:
-        main.rollback()
-        previous = main.execute(select(visits.c.id, visits.c.device_id, visits.c.card_id)
-                                .where(visits.c.event_id == event_id)).first()
-        if previous is None:
-            raise
-        if previous.device_id != device.id or previous.card_id != row.id:
-            raise Problem("event-id-conflict") from None
-        visit_id, replayed = previous.id, True
+
+def _record(vault: Session, row, flags: list[str], visit_id: int, replayed: bool) -> dict:
     return {
         "customer_id": row.customer_id,
         "display_name": display_name(read_personal_data(vault, row.customer_id)),
@@ -122,3 +104,42 @@ def tap(main: Session, vault: Session, device: Principal, req: TapIn) -> dict:
         "visit_id": visit_id,
         "replayed": replayed,
     }
+
+
+def tap(main: Session, vault: Session, device: Principal, req: TapIn) -> dict:
+    """Record a visit for a tap and return the customer record (a replay writes nothing).
+
+    Raises:
+        Problem: see ``resolve``; ``event-id-conflict`` if another device used the event id.
+    """
+    event_id = str(req.event_id)
+    try:
+        row, method, flags = resolve(main, device, req)
+    except Problem as problem:
+        # a retry of a tap that was recorded before its card was replaced still gets its
+        # record: look for the first attempt only on this rare path, not on every tap
+        if problem.slug not in ("card-revoked", "card-superseded"):
+            raise
+        previous = _previous_visit(main, event_id)
+        if previous is None:
+            raise
+        if previous.device_id != device.id:
+            raise Problem("event-id-conflict") from None
+        row = main.execute(_CARD_SELECT.where(cards.c.id == previous.card_id)).first()
+        return _record(vault, row, ["weak"] if previous.weak else [], previous.id, True)
+    replayed = False
+    try:
+        visit_id = main.execute(insert(visits).values(
+            event_id=event_id, customer_id=row.customer_id, card_id=row.id,
+            store_id=device.store_id, device_id=device.id, reader=req.reader, method=method,
+            weak="weak" in flags, tapped_at=req.tapped_at, recorded_at=datetime.now(UTC),
+        )).inserted_primary_key[0]
+    except IntegrityError:
+        main.rollback()
+        previous = _previous_visit(main, event_id)
+        if previous is None:
+            raise
+        if previous.device_id != device.id or previous.card_id != row.id:
+            raise Problem("event-id-conflict") from None
+        visit_id, replayed = previous.id, True
+    return _record(vault, row, flags, visit_id, replayed)

@@ -1,0 +1,1 @@
+pytest_plugins = ["tests.support.fixtures_server", "tests.support.fixtures_pcsc"]
