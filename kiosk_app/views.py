@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("kiosk", __name__)
 
 CONSENTS = ("terms", "marketing_email", "marketing_sms", "profiling")
+CARD_EVENTS = uuid.UUID("5b0c1d3e-6f0a-4c1e-9a57-3f1d2b7c8e90")
 
 
 def _client():
@@ -79,7 +80,9 @@ def enrol():
     _start_over()
     session["customer"] = {"id": customer["customer_id"], "first_name": body["first_name"],
                            "language": body["language"]}
-    session["card_event_id"] = str(uuid.uuid4())
+    # derived from the enrolment's event id: a resubmitted enrolment (same event id) asks
+    # for the same card, so no retry can ever make a second one
+    session["card_event_id"] = str(uuid.uuid5(CARD_EVENTS, f"{body['event_id']}:qr"))
     _issue_and_print()
     return redirect(url_for("kiosk.done"))
 

@@ -1,1 +1,5 @@
-pytest_plugins = ["tests.support.fixtures_server", "tests.support.fixtures_pcsc"]
+pytest_plugins = [
+    "tests.support.fixtures_server",
+    "tests.support.fixtures_pcsc",
+    "tests.support.fixtures_devices",
+]
