@@ -1,0 +1,85 @@
+"""`make run` as a newcomer uses it: everything starts, a card goes round, Ctrl-C stops it all."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.support.escpos_parse import decode_qr_codes
+from tests.support.fixtures_devices import wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+PORTS = (8000, 8080, 8765)
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+def system(tmp_path):
+    busy = [p for p in PORTS if listening(p)]
+    if busy:
+        pytest.skip(f"ports {busy} are in use: make run needs 8000, 8080 and 8765")
+    log = (tmp_path / "run.log").open("w+")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "run_all.py")], cwd=ROOT,
+                            env={**os.environ, "LOYALTY_INSTANCE_PATH": str(tmp_path / "inst")},
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def output() -> str:
+        log.seek(0)
+        return log.read()
+
+    try:
+        wait_until(lambda: "Loyalty system running" in output() or proc.poll() is not None,
+                   timeout=90, what="make run to start")
+        assert proc.poll() is None, output()
+        yield proc, tmp_path / "inst", output
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def test_make_run_goes_round_and_stops_on_ctrl_c(system):
+    proc, instance, output = system
+    kiosk = requests.Session()
+    html = kiosk.get("http://127.0.0.1:8080/?lang=en", timeout=5).text
+    form = {name: re.search(rf'name="{name}"[^>]*value="([^"]+)"', html).group(1)
+            for name in ("csrf_token", "event_id")}
+    done = kiosk.post("http://127.0.0.1:8080/enrol", timeout=20, data={
+        **form, "first_name": "Ona", "last_name": "Petraitytė", "phone": "+370 612 34567",
+        "terms": "y"}).text
+    assert 'data-outcome="printed"' in done, done
+    card_url = re.search(r'id="card-url">([^<]+)', done).group(1)
+    code = re.search(r'id="customer-code">([^<]+)', done).group(1)
+
+    printed = (instance / "printer-output.bin").read_bytes()
+    assert decode_qr_codes(printed) == [card_url.upper()]
+
+    r = requests.post("http://127.0.0.1:8765/simulate", json={"url": card_url}, timeout=5)
+    assert r.status_code == 202
+    last = wait_until(lambda: (lambda j: j if j["seq"] else None)(
+        requests.get("http://127.0.0.1:8765/last", timeout=5).json()), what="the tap")
+    assert last["ok"] is True, last
+    assert last["record"]["customer_id"] == code
+    assert last["record"]["display_name"] == "Ona P."
+
+    started = time.monotonic()
+    os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the launcher
+    assert proc.wait(timeout=20) == 0, output()
+    assert time.monotonic() - started < 15
+    assert not [p for p in PORTS if listening(p)], "a process outlived Ctrl-C"
+    secrets = [instance / "demo-credentials.json", instance / "vault.key",
+               instance / "card-keys.json", instance / "loyalty.db", instance / "vault.db"]
+    for path in secrets:
+        assert path.stat().st_mode & 0o077 == 0, f"{path.name} is readable by others"
+    assert "lk_" not in output(), "a device key reached the console"
