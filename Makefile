@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml | sysdeps-build
 
 # compiled catalogues are build products, never committed
 translations: $(STAMP)
-	@$(BIN)/pybabel compile -q -f -d kiosk_app/translations -D messages
+	$(BIN)/pybabel compile -d kiosk_app/translations -D messages
 
 run: install
 	$(BIN)/python scripts/run_all.py
