@@ -58,8 +58,8 @@ def main() -> int:
     # three gunicorn masters on one machine: gunicorn's control socket path would collide
     gunicorn = [str(BIN / "gunicorn"), "--no-control-socket"]
     services = {
-        "server": ([*gunicorn, "-w", "2", "-b", "127.0.0.1:8000", "--access-logfile", "-",
-                    "server:create_app()"], {}, "http://127.0.0.1:8000/healthz"),
+        # no access log: a card page's URL carries the card's token, a bearer credential
+        "server": ([*gunicorn, "-w", "2", "-b", "127.0.0.1:8000", "server:create_app()"], {}, "http://127.0.0.1:8000/healthz"),
         "kiosk": ([*gunicorn, "-w", "1", "--threads", "4", "-b", "127.0.0.1:8080",
                    "kiosk_app:create_app()"],
                   {"LOYALTY_DEVICE_KEY_FILE": str(key_file("kiosk", creds["kiosk_key"])),
@@ -85,7 +85,10 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
 
-    signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Ctrl-C, a closed terminal or a plain kill all stop everything; installed explicitly,
+    # since a launcher started from a script may inherit SIGINT as ignored
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.default_int_handler)
     try:
         for name, (cmd, extra, health) in services.items():
             # a session of their own: Ctrl-C reaches only this launcher, which stops them

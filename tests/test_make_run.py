@@ -73,6 +73,11 @@ def test_make_run_goes_round_and_stops_on_ctrl_c(system):
     assert last["record"]["customer_id"] == code
     assert last["record"]["display_name"] == "Ona P."
 
+    # a phone opening the card: the page says nothing personal, the token reaches no log
+    page = requests.get(card_url, timeout=5)
+    assert page.status_code == 200 and "Petraitytė" not in page.text and code not in page.text
+    token = card_url.rsplit("/", 1)[1]
+
     started = time.monotonic()
     os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the launcher
     assert proc.wait(timeout=20) == 0, output()
@@ -83,3 +88,4 @@ def test_make_run_goes_round_and_stops_on_ctrl_c(system):
     for path in secrets:
         assert path.stat().st_mode & 0o077 == 0, f"{path.name} is readable by others"
     assert "lk_" not in output(), "a device key reached the console"
+    assert token not in output(), "a card token reached the console"
