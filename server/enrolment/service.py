@@ -11,10 +11,11 @@ from sqlalchemy.orm import Session
 
 from server.api.problems import Problem
 from server.customers.models import Customer, SurveyResponse
+from server.customers.service import summary
 from server.devices.auth import Principal
 from server.enrolment.schemas import EnrolmentIn
 from server.privacy.models import PURPOSES, AuditEntry, Consent
-from server.vault.service import display_name, read_personal_data, store_personal_data
+from server.vault.service import display_name, store_personal_data
 
 # Crockford's base32: no I, L, O, U, so a code read aloud or typed is hard to get wrong
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -43,14 +44,8 @@ def _result(main: Session, vault: Session, customer: Customer) -> dict:
         .where(Consent.customer_id == customer.id).order_by(Consent.id)
     ):
         consents[purpose] = granted
-    return {
-        "customer_id": customer.id,
-        "display_name": display_name(read_personal_data(vault, customer.id)),
-        "language": customer.language,
-        "tier": customer.tier,
-        "points": customer.points,
-        "consents": consents,
-    }
+    return {**summary(vault, customer.id, customer.language, customer.tier, customer.points),
+            "consents": consents}
 
 
 def _replay(main: Session, vault: Session, device: Principal, event_id: str) -> dict | None:

@@ -17,11 +17,11 @@ from server.cards import token
 from server.cards.models import Card
 from server.cards.service import keyring
 from server.customers.models import Customer
+from server.customers.service import summary
 from server.devices.auth import Principal
 from server.stores.models import Store
 from server.taps.models import Visit
 from server.taps.schemas import TapIn
-from server.vault.service import display_name, read_personal_data
 
 cards, customers, visits = Card.__table__, Customer.__table__, Visit.__table__
 
@@ -90,11 +90,7 @@ def _previous_visit(main: Session, event_id: str):
 
 def _record(vault: Session, row, flags: list[str], visit_id: int, replayed: bool) -> dict:
     return {
-        "customer_id": row.customer_id,
-        "display_name": display_name(read_personal_data(vault, row.customer_id)),
-        "language": row.language,
-        "tier": row.tier,
-        "points": row.points,
+        **summary(vault, row.customer_id, row.language, row.tier, row.points),
         "card": {"card_id": row.id, "kind": row.kind, "status": row.status,
                  "generation": row.generation},
         "rewards_available": [],
