@@ -31,6 +31,10 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(devices_cli)
     app.cli.add_command(staff_cli)
     app.cli.add_command(demo_cli)
+    app.cli.add_command(programme_cli)
+    app.cli.add_command(points_cli)
+    app.cli.add_command(tiers_cli)
+    app.cli.add_command(import_cli)
 
 
 @click.group("db", cls=AppGroup, help="Database schema.")
@@ -179,3 +183,87 @@ def demo_init(path: str | None) -> None:
     with os.fdopen(fd, "w") as fh:
         json.dump(saved, fh, indent=2)
     click.echo(f"demo credentials in {path}")
+
+
+@click.group("programme", cls=AppGroup, help="The loyalty programme: rules, tiers, rewards.")
+def programme_cli() -> None:
+    pass
+
+
+@programme_cli.command("load", help="Validate a programme file (TOML) and put it in force.")
+@click.argument("path", type=click.File("r", encoding="utf-8"))
+def programme_load(path) -> None:
+    from server.api.problems import Problem
+    from server.loyalty import programmes
+
+    with _main() as session:
+        try:
+            version, programme = programmes.load(session, path.read(), "cli")
+        except Problem as exc:
+            raise click.ClickException(f"not loaded: {exc.detail}") from None
+        session.commit()
+    click.echo(f"programme version {version} in force: {len(programme.tiers)} tiers, "
+               f"{len(programme.rewards)} rewards")
+
+
+@programme_cli.command("show", help="Print the programme in force as JSON.")
+def programme_show() -> None:
+    from server.loyalty import programmes
+
+    with _main() as session:
+        version, programme = programmes.current(session)
+    click.echo(json.dumps({"version": version, **programme.model_dump(mode="json")}, indent=2))
+
+
+@click.group("points", cls=AppGroup, help="Points ledger jobs.")
+def points_cli() -> None:
+    pass
+
+
+@points_cli.command("expire", help="Expire points past the programme's expiry (safe twice).")
+def points_expire() -> None:
+    from server.loyalty.jobs import expire_points
+
+    with _main() as session:
+        customers, points = expire_points(session)
+    click.echo(f"{points} points expired for {customers} customers")
+
+
+@click.group("tiers", cls=AppGroup, help="Tier jobs.")
+def tiers_cli() -> None:
+    pass
+
+
+@tiers_cli.command("review", help="Apply the tier reviews that are due (downgrades happen here).")
+def tiers_review() -> None:
+    from server.loyalty.jobs import review_tiers
+
+    with _main() as session:
+        reviewed, changed = review_tiers(session)
+    click.echo(f"{reviewed} customers reviewed, {changed} changed tier")
+
+
+@click.group("import", cls=AppGroup, help="Bring data over from another system.")
+def import_cli() -> None:
+    pass
+
+
+@import_cli.command("balances", help="Customers and opening balances from a CSV file "
+                                     "(source_id, first_name, last_name, email, phone, "
+                                     "language, points).")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--store", "store_code", required=True, help="Home store of these customers")
+def import_balances(path: str, store_code: str) -> None:
+    from server.loyalty.jobs import import_balances as run
+
+    dbs = current_app.extensions["loyalty.db"]
+    with Session(dbs.main) as main, Session(dbs.vault) as vault, \
+            open(path, encoding="utf-8-sig", newline="") as fh:
+        try:
+            report = run(main, vault, fh, store_code=store_code, source=Path(path).name)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+    for line, reason in report.bad:
+        click.echo(f"line {line}: {reason}", err=True)
+    click.echo(f"{report.imported} imported, {report.already} already imported, "
+               f"{len(report.bad)} rejected")

@@ -3,11 +3,22 @@
 from server.cards.models import Card
 from server.customers.models import Customer, SurveyResponse
 from server.devices.models import Device
+from server.loyalty.models import (
+                                   ImportedCustomer,
+                                   PointsEntry,
+                                   ProgrammeVersion,
+                                   Purchase,
+                                   PurchaseLine,
+                                   Redemption,
+                                   Refund,
+                                   RefundLine,
+)
 from server.privacy.models import AuditEntry, Consent
 from server.staff.models import Staff
 from server.stores.models import Store
 from server.taps.models import Visit
 from server.vault.models import VaultRecord
 
-__all__ = ["AuditEntry", "Card", "Consent", "Customer", "Device", "Staff", "Store",
-           "SurveyResponse", "VaultRecord", "Visit"]
+__all__ = ["AuditEntry", "Card", "Consent", "Customer", "Device", "ImportedCustomer",
+           "PointsEntry", "ProgrammeVersion", "Purchase", "PurchaseLine", "Redemption", "Refund",
+           "RefundLine", "Staff", "Store", "SurveyResponse", "VaultRecord", "Visit"]

@@ -16,6 +16,7 @@ from server.cards.keys import load_keyring
 from server.cards.models import Card
 from server.customers.models import Customer
 from server.db import Base, VaultBase
+from server.loyalty.programme import default_programme
 from server.taps.models import Visit
 from server.vault.crypto import VaultError, VaultKeys, decrypt_record
 from server.vault.models import VaultRecord
@@ -78,7 +79,8 @@ def test_enrol_issue_tap(app, api, creds):
     assert record["customer_id"] == customer_id
     assert record["display_name"] == "Élodie D."
     assert record["tier"] == "member"
-    assert record["points"] == 0
+    # the first tap is a counted visit: the default programme's visit points
+    assert record["points"] == default_programme().visit.points > 0
     assert {k: record["card"][k] for k in ("card_id", "kind", "status")} == \
         {"card_id": card["card_id"], "kind": "qr", "status": "active"}
     assert record["recent_purchases"] == []

@@ -8,12 +8,14 @@ from server.api import openapi
 from server.api.problems import PROBLEMS, TYPE_PREFIX, Problem
 from server.cards.views import bp as cards_bp
 from server.enrolment.views import bp as enrolment_bp
+from server.loyalty.views import bp as loyalty_bp
 from server.taps.views import bp as taps_bp
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 api.register_blueprint(enrolment_bp)
 api.register_blueprint(cards_bp)
 api.register_blueprint(taps_bp)
+api.register_blueprint(loyalty_bp)
 
 
 @api.get("/openapi.json")

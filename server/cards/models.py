@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String
+from sqlalchemy import ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from server.db import Base, utcnow
+from server.db import Base, UTCDateTime, utcnow
 
 KINDS = ("qr", "nfc")
 REASONS = ("lost", "stolen", "damaged", "other")
@@ -28,6 +28,6 @@ class Card(Base):
     issue_event_id: Mapped[str] = mapped_column(String(36), unique=True)
     issued_by_device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id"))
     issued_by_staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
-    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     replaced_by: Mapped[str | None] = mapped_column(String(16))

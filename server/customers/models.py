@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from server.db import Base, utcnow
+from server.db import Base, UTCDateTime, utcnow
 
 
 class Customer(Base):
     __tablename__ = "customers"
+    __table_args__ = (CheckConstraint("points >= 0", name="points_not_negative"),)
 
     # random, e.g. C-7F3K-9Q2M; never derived from personal data
     id: Mapped[str] = mapped_column(String(16), primary_key=True)
@@ -20,12 +21,18 @@ class Customer(Base):
     enrolled_by_device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id"))
     enrol_event_id: Mapped[str | None] = mapped_column(String(36), unique=True)
     tier: Mapped[str] = mapped_column(String(32), default="member")
-    # cached balance; the points ledger (a later issue) becomes its source of truth
+    # a tier goes up at once but down only at this date (server.loyalty.programme)
+    tier_review_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # the balance: the sum of the points ledger, kept in the same transaction as every
+    # ledger entry by a conditional UPDATE, so that it can never go below zero
     points: Mapped[int] = mapped_column(Integer, default=0)
+    # points a return took back that had already been spent; paid from future earnings
+    points_debt: Mapped[int] = mapped_column(Integer, default=0)
+    last_counted_visit_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # coarse profile for segmentation, kept only with the profiling consent
     sex: Mapped[str | None] = mapped_column(String(8))
     age_band: Mapped[str | None] = mapped_column(String(8))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class SurveyResponse(Base):
@@ -34,4 +41,4 @@ class SurveyResponse(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
     answers: Mapped[dict] = mapped_column(JSON)
-    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

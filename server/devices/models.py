@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String
+from sqlalchemy import ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from server.db import Base, utcnow
+from server.db import Base, UTCDateTime, utcnow
 
 ROLES = ("kiosk", "till")
 
@@ -22,5 +22,5 @@ class Device(Base):
     # the key has 256 random bits, so a plain SHA-256 is as strong as a slow hash and costs
     # microseconds on every request (DESIGN.md: no slow hash on the hot path)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

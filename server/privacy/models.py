@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from server.db import Base, utcnow
+from server.db import Base, UTCDateTime, utcnow
 
 PURPOSES = ("terms", "marketing_email", "marketing_sms", "profiling")
 
@@ -24,7 +24,7 @@ class Consent(Base):
     text_version: Mapped[str] = mapped_column(String(32))
     device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id"))
     staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
-    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class AuditEntry(Base):
@@ -33,7 +33,7 @@ class AuditEntry(Base):
     __tablename__ = "audit_log"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     actor: Mapped[str] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(64))
     customer_id: Mapped[str | None] = mapped_column(String(16), index=True)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, Integer, String
+from sqlalchemy import Boolean, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from server.db import Base, utcnow
+from server.db import Base, UTCDateTime, utcnow
 
 
 class Store(Base):
@@ -18,4 +18,4 @@ class Store(Base):
     name: Mapped[str] = mapped_column(String(120))
     # legacy cards identified by their UID alone (CARDS.md section 3): off unless enabled
     allow_uid_only: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

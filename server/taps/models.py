@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, String
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from server.db import Base, utcnow
+from server.db import Base, UTCDateTime, utcnow
 
 
 class Visit(Base):
@@ -23,5 +23,5 @@ class Visit(Base):
     reader: Mapped[str | None] = mapped_column(String(120))
     method: Mapped[str] = mapped_column(String(8))  # url | qr | uid
     weak: Mapped[bool] = mapped_column(Boolean, default=False)
-    tapped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    tapped_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -42,8 +42,12 @@ class CustomerRecord(BaseModel):
     tier: str
     points: int
     card: CardSummary
-    rewards_available: list[dict]
+    tier_progress: dict = Field(description="qualifying_points, next_tier, points_to_next_tier")
+    points_expiring: dict = Field(description="points expiring within 30 days, and by when")
+    points_owed: int = Field(description="points a return took back after they were spent")
+    rewards_available: list[dict] = Field(description="rewards the balance and tier allow here")
     recent_purchases: list[dict]
+    visits_by_store: list[dict]
     open_tickets: list[dict]
     flags: list[str] = Field(description="e.g. weak (UID-only card), uid-mismatch")
     visit_id: int

@@ -13,42 +13,24 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server.api.problems import Problem
-from server.cards import token
 from server.cards.models import Card
-from server.cards.service import keyring
+from server.cards.service import CARD_SELECT, card_by_token, check_active
 from server.customers.models import Customer
 from server.customers.service import summary
 from server.devices.auth import Principal
+from server.loyalty.record import count_visit, loyalty_view
 from server.stores.models import Store
 from server.taps.models import Visit
 from server.taps.schemas import TapIn
 
 cards, customers, visits = Card.__table__, Customer.__table__, Visit.__table__
 
-_CARD_JOIN = cards.join(customers, customers.c.id == cards.c.customer_id)
-_CARD_SELECT = select(
-    cards.c.id, cards.c.kind, cards.c.status, cards.c.status_reason, cards.c.generation,
-    cards.c.nfc_uid, cards.c.customer_id, cards.c.replaced_by,
-    customers.c.tier, customers.c.points, customers.c.language,
-).select_from(_CARD_JOIN)
-
-
-def _card_by_token(main: Session, text: str):
-    try:
-        _key_id, card_id, generation = token.decode(text, keyring().keys)
-    except token.InvalidToken as exc:
-        raise Problem(exc.code, str(exc)) from None
-    row = main.execute(_CARD_SELECT.where(cards.c.id == card_id.hex())).first()
-    if row is None:
-        raise Problem("card-not-found", "this card is not known to the loyalty service")
-    return row, generation
-
 
 def _card_by_uid(main: Session, device: Principal, uid: str):
     allowed = main.scalar(select(Store.allow_uid_only).where(Store.id == device.store_id))
     if not allowed:
         raise Problem("uid-only-disabled")
-    rows = main.execute(_CARD_SELECT.where(cards.c.nfc_uid == uid)).all()
+    rows = main.execute(CARD_SELECT.where(cards.c.nfc_uid == uid)).all()
     if not rows:
         raise Problem("card-not-found", "no card with this UID")
     active = [r for r in rows if r.status == "active"]
@@ -66,20 +48,14 @@ def resolve(main: Session, device: Principal, req: TapIn):
     uid = req.uid.upper() if req.uid else None
     text = req.url or req.qr
     if text:
-        row, generation = _card_by_token(main, text)
+        row, generation = card_by_token(main, text)
         method = "url" if req.url else "qr"
         if uid and row.nfc_uid and row.nfc_uid != uid:
             flags.append("uid-mismatch")
     else:
         row, generation, method = _card_by_uid(main, device, uid), None, "uid"
         flags.append("weak")
-    if row.status != "active":
-        state = "replaced" if row.replaced_by else row.status
-        reason = row.status_reason or state
-        raise Problem("card-revoked", f"card {state} ({reason})", reason=reason,
-                      replaced=bool(row.replaced_by), card_id=row.id)
-    if generation is not None and generation != row.generation:
-        raise Problem("card-superseded", card_id=row.id)
+    check_active(row, generation)
     return row, method, flags
 
 
@@ -88,13 +64,16 @@ def _previous_visit(main: Session, event_id: str):
                         .where(visits.c.event_id == event_id)).first()
 
 
-def _record(vault: Session, row, flags: list[str], visit_id: int, replayed: bool) -> dict:
+def _record(main: Session, vault: Session, row, store_code: str, flags: list[str],
+            visit_id: int, replayed: bool, now: datetime) -> dict:
+    tier, points = main.execute(select(customers.c.tier, customers.c.points)
+                                .where(customers.c.id == row.customer_id)).one()
     return {
-        **summary(vault, row.customer_id, row.language, row.tier, row.points),
+        **summary(vault, row.customer_id, row.language, tier, points),
         "card": {"card_id": row.id, "kind": row.kind, "status": row.status,
                  "generation": row.generation},
-        "rewards_available": [],
-        "recent_purchases": [],
+        **loyalty_view(main, row.customer_id, tier=tier, points=points, store_code=store_code,
+                       now=now),
         "open_tickets": [],
         "flags": flags,
         "visit_id": visit_id,
@@ -121,15 +100,19 @@ def tap(main: Session, vault: Session, device: Principal, req: TapIn) -> dict:
             raise
         if previous.device_id != device.id:
             raise Problem("event-id-conflict") from None
-        row = main.execute(_CARD_SELECT.where(cards.c.id == previous.card_id)).first()
-        return _record(vault, row, ["weak"] if previous.weak else [], previous.id, True)
+        row = main.execute(CARD_SELECT.where(cards.c.id == previous.card_id)).first()
+        return _record(main, vault, row, _store_code(main, device), ["weak"] if previous.weak
+                       else [], previous.id, True, datetime.now(UTC))
     replayed = False
+    now = datetime.now(UTC)
+    store_code = _store_code(main, device)
     try:
         visit_id = main.execute(insert(visits).values(
             event_id=event_id, customer_id=row.customer_id, card_id=row.id,
             store_id=device.store_id, device_id=device.id, reader=req.reader, method=method,
-            weak="weak" in flags, tapped_at=req.tapped_at, recorded_at=datetime.now(UTC),
+            weak="weak" in flags, tapped_at=req.tapped_at, recorded_at=now,
         )).inserted_primary_key[0]
+        count_visit(main, row.customer_id, device.store_id, store_code, visit_id, device.id, now)
     except IntegrityError:
         main.rollback()
         previous = _previous_visit(main, event_id)
@@ -138,4 +121,8 @@ def tap(main: Session, vault: Session, device: Principal, req: TapIn) -> dict:
         if previous.device_id != device.id or previous.card_id != row.id:
             raise Problem("event-id-conflict") from None
         visit_id, replayed = previous.id, True
-    return _record(vault, row, flags, visit_id, replayed)
+    return _record(main, vault, row, store_code, flags, visit_id, replayed, now)
+
+
+def _store_code(main: Session, device: Principal) -> str:
+    return main.scalar(select(Store.code).where(Store.id == device.store_id))

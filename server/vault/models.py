@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, Integer, LargeBinary, String
+from sqlalchemy import Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from server.db import VaultBase, utcnow
+from server.db import UTCDateTime, VaultBase, utcnow
 
 
 class VaultRecord(VaultBase):
@@ -19,5 +19,5 @@ class VaultRecord(VaultBase):
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)  # nonce + AES-GCM(JSON)
     email_index: Mapped[str | None] = mapped_column(String(64), index=True)
     phone_index: Mapped[str | None] = mapped_column(String(64), index=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

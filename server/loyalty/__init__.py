@@ -1,0 +1,1 @@
+"""Loyalty programme: the pure rules engine (earning, tiers, rewards) and its document."""

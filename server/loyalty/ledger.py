@@ -1,0 +1,87 @@
+"""The points ledger: append-only entries, and the balance kept with them atomically.
+
+Every change of a customer's points is one ``post``: a conditional ``UPDATE`` of the cached
+balance (``customers.points``) and one ledger row, in the caller's transaction. The UPDATE's
+``WHERE points + delta >= 0`` is evaluated by the database on the current row (SQLite holds
+the write lock, PostgreSQL the row lock), so two tills redeeming at the same instant cannot
+both spend the same points, and the check constraint backs it up.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from server.api.problems import Problem
+from server.customers.models import Customer
+from server.loyalty.models import PointsEntry
+
+customers, ledger = Customer.__table__, PointsEntry.__table__
+
+KINDS = ("earn", "visit", "redeem", "refund", "restore", "expire", "adjust", "import")
+# what counts towards a tier: points earned, less earned points taken back by returns
+QUALIFYING = ("earn", "visit", "refund")
+
+
+class InsufficientPoints(Problem):
+    def __init__(self, balance: int, wanted: int) -> None:
+        super().__init__("insufficient-points",
+                         f"the balance is {balance} points, {wanted} are needed",
+                         balance=balance, needed=wanted)
+
+
+def post(main: Session, customer_id: str, delta: int, kind: str, *, reason: str | None = None,
+         at: datetime | None = None, expires_at: datetime | None = None, **refs) -> int:
+    """Add one ledger entry and move the balance by ``delta``; returns the entry id.
+
+    Raises:
+        InsufficientPoints: the entry would take the balance below zero (nothing written).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown ledger kind {kind!r}")
+    if delta == 0:
+        raise ValueError("a ledger entry moves points")
+    result = main.execute(
+        update(customers)
+        .where(customers.c.id == customer_id, customers.c.points + delta >= 0)
+        .values(points=customers.c.points + delta))
+    if result.rowcount != 1:
+        raise InsufficientPoints(balance(main, customer_id), -delta)
+    return main.execute(insert(ledger).values(
+        customer_id=customer_id, delta=delta, kind=kind, reason=reason,
+        at=at or datetime.now(UTC), expires_at=expires_at, **refs,
+    )).inserted_primary_key[0]
+
+
+def balance(main: Session, customer_id: str) -> int:
+    return main.scalar(select(customers.c.points).where(customers.c.id == customer_id)) or 0
+
+
+def ledger_sum(main: Session, customer_id: str) -> int:
+    """The balance recomputed from the ledger (for checks: it must equal ``balance``)."""
+    return main.scalar(select(func.coalesce(func.sum(ledger.c.delta), 0))
+                       .where(ledger.c.customer_id == customer_id))
+
+
+def qualifying_points(main: Session, customer_id: str, since: datetime) -> int:
+    """Points earned since ``since``, less those returns took back: what tiers are made of."""
+    return main.scalar(select(func.coalesce(func.sum(ledger.c.delta), 0)).where(
+        ledger.c.customer_id == customer_id, ledger.c.kind.in_(QUALIFYING),
+        ledger.c.at >= since))
+
+
+def expirable(main: Session, customer_id: str, until: datetime) -> int:
+    """Points that will have expired by ``until`` and are not expired yet (oldest first).
+
+    Spending, returns and earlier expiries consume the oldest credits first, so what is left
+    to expire is the credits due by ``until`` less every debit so far, never below zero.
+    Running an expiry twice therefore expires nothing the second time.
+    """
+    due = main.scalar(select(func.coalesce(func.sum(ledger.c.delta), 0)).where(
+        ledger.c.customer_id == customer_id, ledger.c.delta > 0,
+        ledger.c.expires_at.is_not(None), ledger.c.expires_at <= until))
+    debits = main.scalar(select(func.coalesce(-func.sum(ledger.c.delta), 0)).where(
+        ledger.c.customer_id == customer_id, ledger.c.delta < 0))
+    return max(0, due - debits)

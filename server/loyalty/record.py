@@ -1,0 +1,95 @@
+"""The loyalty part of the record a till shows after a tap, and the points a visit earns."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from server.customers.models import Customer
+from server.loyalty import ledger, programmes
+from server.loyalty.models import Purchase
+from server.loyalty.programme import (
+    ProgrammeError,
+    expiry_date,
+    reward_allowed,
+    visit_points,
+    window_start,
+)
+from server.loyalty.service import credit, update_tier
+from server.stores.models import Store
+from server.taps.models import Visit
+
+EXPIRY_NOTICE = timedelta(days=30)
+RECENT = 5
+customers, purchases, stores, visits = (Customer.__table__, Purchase.__table__,
+                                        Store.__table__, Visit.__table__)
+
+
+def count_visit(main: Session, customer_id: str, store_id: int, store_code: str,
+                visit_id: int, device_id: int, now: datetime) -> int:
+    """Credit the visit rule's points for a new visit, if it counts; returns the points."""
+    _, programme = programmes.current(main)
+    last = main.scalar(select(customers.c.last_counted_visit_at)
+                       .where(customers.c.id == customer_id))
+    points = visit_points(programme, store=store_code, at=now, last_counted_visit=last)
+    if not points:
+        return 0
+    credit(main, customer_id, points, "visit", expires_at=expiry_date(programme, now),
+           store_id=store_id, visit_id=visit_id, device_id=device_id, reason="visit")
+    main.execute(update(customers).where(customers.c.id == customer_id)
+                 .values(last_counted_visit_at=now))
+    customer = main.get(Customer, customer_id)
+    update_tier(main, customer, now)
+    return points
+
+
+def loyalty_view(main: Session, customer_id: str, *, tier: str, points: int, store_code: str,
+                 now: datetime) -> dict:
+    """Tier and progress, points expiring soon, rewards within reach, purchases, visits."""
+    _, programme = programmes.current(main)
+    qualifying = ledger.qualifying_points(main, customer_id, window_start(programme, now))
+    # the tier above the one held (held until its review, even if qualifying points dropped)
+    rank = programme.tier_rank(tier)
+    upcoming = next((t for t in programme.tiers if programme.tier_rank(t.code) > rank), None)
+    rewards = []
+    for reward in programme.rewards:
+        try:
+            reward_allowed(programme, reward.code, tier=tier, store=store_code)
+        except ProgrammeError:
+            continue
+        if reward.cost <= points:
+            rewards.append({"code": reward.code, "name": reward.name, "kind": reward.kind,
+                            "cost": reward.cost})
+    recent = main.execute(
+        select(purchases.c.id, purchases.c.paid_at, purchases.c.total_cents,
+               purchases.c.currency, purchases.c.points_earned, stores.c.code)
+        .join(stores, stores.c.id == purchases.c.store_id)
+        .where(purchases.c.customer_id == customer_id)
+        .order_by(purchases.c.paid_at.desc(), purchases.c.id.desc()).limit(RECENT)).all()
+    by_store = main.execute(
+        select(stores.c.code, func.count().label("visits"))
+        .join(visits, visits.c.store_id == stores.c.id)
+        .where(visits.c.customer_id == customer_id)
+        .group_by(stores.c.code).order_by(func.count().desc())).all()
+    return {
+        "tier_progress": {
+            "qualifying_points": qualifying,
+            "next_tier": upcoming.code if upcoming else None,
+            "points_to_next_tier": max(0, upcoming.threshold - qualifying) if upcoming else 0,
+        },
+        "points_expiring": {
+            "points": ledger.expirable(main, customer_id, now + EXPIRY_NOTICE),
+            "by": (now + EXPIRY_NOTICE).date().isoformat(),
+        },
+        # points a return took back after they were spent, paid from the next earnings
+        "points_owed": main.scalar(select(customers.c.points_debt)
+                                   .where(customers.c.id == customer_id)) or 0,
+        "rewards_available": rewards,
+        "recent_purchases": [
+            {"purchase_id": p.id, "paid_at": p.paid_at.isoformat(), "store": p.code,
+             "total": f"{p.total_cents / 100:.2f}", "currency": p.currency,
+             "points": p.points_earned} for p in recent],
+        "visits_by_store": [{"store": v.code, "visits": v.visits} for v in by_store],
+    }
