@@ -7,9 +7,24 @@ from pydantic.json_schema import models_json_schema
 from server.api.problems import PROBLEMS, TYPE_PREFIX
 from server.cards.schemas import CardIn, CardOut
 from server.enrolment.schemas import EnrolmentIn, EnrolmentOut
+from server.loyalty.schemas import (
+    AdjustmentIn,
+    AdjustmentOut,
+    PurchaseIn,
+    PurchaseOut,
+    RedemptionIn,
+    RedemptionOut,
+    RefundIn,
+    RefundOut,
+)
 from server.taps.schemas import CustomerRecord, TapIn
 
-MODELS = (EnrolmentIn, EnrolmentOut, CardIn, CardOut, TapIn, CustomerRecord)
+MODELS = (EnrolmentIn, EnrolmentOut, CardIn, CardOut, TapIn, CustomerRecord, PurchaseIn,
+          PurchaseOut, RefundIn, RefundOut, RedemptionIn, RedemptionOut, AdjustmentIn,
+          AdjustmentOut)
+CARD = ("card-token-malformed", "card-token-version", "card-token-unknown-key",
+        "card-token-forged", "card-not-found", "card-revoked", "card-superseded",
+        "customer-not-found")
 
 
 def _ref(name: str) -> dict:
@@ -94,5 +109,38 @@ def build() -> dict:
                 "A card tapped at a till", "till", "TapIn", "200", "CustomerRecord",
                 *TOKEN, "card-not-found", "card-revoked", "card-superseded",
                 "uid-only-disabled", "event-id-conflict")},
+            "/purchases": {"post": _operation(
+                "A purchase: the points each line earns", "till", "PurchaseIn", "201",
+                "PurchaseOut", *CARD, "currency-mismatch", "store-mismatch", "total-mismatch",
+                "reward-used", "reward-not-found", "event-id-conflict")},
+            "/refunds": {"post": _operation(
+                "A whole or partial return: exactly the points those lines earned come back",
+                "till", "RefundIn", "201", "RefundOut", "purchase-not-found",
+                "already-refunded", "event-id-conflict")},
+            "/redemptions": {"post": _operation(
+                "Spend points on a reward", "till (a staff member confirms above the step-up "
+                "threshold with X-Staff-Authorization)", "RedemptionIn", "201",
+                "RedemptionOut", *CARD, "reward-not-found", "reward-not-allowed",
+                "step-up-required", "insufficient-points", "event-id-conflict")},
+            "/customers/{customer_id}/points": {
+                "parameters": [{"name": "customer_id", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "post": _operation(
+                    "A manual adjustment with its reason", "manager, admin", "AdjustmentIn",
+                    "201", "AdjustmentOut", "customer-not-found", "insufficient-points",
+                    "event-id-conflict"),
+            },
+            "/programme": {
+                "get": {"summary": "The programme in force (rules, tiers, rewards)",
+                        "security": [{"deviceKey": []}, {"staffBasic": []}],
+                        "responses": {"200": {"description": "version and programme"}}},
+                "put": {"summary": "Load a new programme version (TOML); managers",
+                        "security": [{"staffBasic": []}],
+                        "requestBody": {"required": True, "content": {
+                            "application/toml": {"schema": {"type": "string"}}}},
+                        "responses": {"200": {"description": "the new version"},
+                                      **_problems("invalid-programme", "forbidden-role",
+                                                  "unauthenticated")}},
+            },
         },
     }

@@ -121,3 +121,48 @@ def cents(amount: Decimal) -> int:
 def milli(quantity: Decimal) -> int:
     return int((quantity * 1000).to_integral_value())
 
+
+
+class LinePoints(BaseModel):
+    line_no: int
+    points: int
+
+
+class PurchaseOut(BaseModel):
+    purchase_id: int
+    customer_id: str
+    points_earned: int
+    lines: list[LinePoints]
+    balance: int = Field(description="The balance now (on a replay too)")
+    tier: str
+    tier_changed: bool
+
+
+class RefundOut(BaseModel):
+    refund_id: int
+    purchase_id: int
+    customer_id: str
+    amount: str
+    points_reversed: int = Field(description="What the returned lines had earned")
+    points_restored: int = Field(description="Rewards given back with the lines they paid")
+    points_owed: int = Field(description="Reversed points already spent: paid from the next "
+                                         "earnings; tell the customer")
+    balance: int
+
+
+class RedemptionOut(BaseModel):
+    redemption_id: int
+    customer_id: str
+    reward: dict
+    quantity: int
+    points: int
+    status: str
+    balance: int
+
+
+class AdjustmentOut(BaseModel):
+    entry_id: int
+    customer_id: str
+    points: int
+    reason: str
+    balance: int
