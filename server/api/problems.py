@@ -16,6 +16,8 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "staff-required": (403, "A staff member with the right role must confirm this"),
     "step-up-required": (403, "This redemption needs the customer's PIN or a staff check"),
     "reward-not-allowed": (403, "This reward is not available to this customer here"),
+    "pin-invalid": (403, "The PIN is wrong"),
+    "pin-locked": (403, "Too many wrong PINs: a member of staff must confirm"),
     "uid-only-disabled": (403, "This store does not accept cards identified by their UID alone"),
     "not-found": (404, "No such resource"),
     "customer-not-found": (404, "No such customer"),

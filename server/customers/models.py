@@ -29,6 +29,9 @@ class Customer(Base):
     # points a return took back that had already been spent; paid from future earnings
     points_debt: Mapped[int] = mapped_column(Integer, default=0)
     last_counted_visit_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # an optional PIN for the step-up of large redemptions: argon2, locked after 5 misses
+    pin_hash: Mapped[str | None] = mapped_column(String(255))
+    pin_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # coarse profile for segmentation, kept only with the profiling consent
     sex: Mapped[str | None] = mapped_column(String(8))
     age_band: Mapped[str | None] = mapped_column(String(8))

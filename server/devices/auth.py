@@ -74,6 +74,18 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
+def verify_password(password_hash: str, password: str) -> None:
+    """Check a secret against its argon2 hash.
+
+    Raises:
+        Problem: ``invalid-credentials``.
+    """
+    try:
+        _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        raise Problem("invalid-credentials") from None
+
+
 def _basic(value: str) -> tuple[str, str]:
     try:
         user, _, password = base64.b64decode(value, validate=True).decode().partition(":")

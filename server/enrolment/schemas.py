@@ -53,6 +53,8 @@ class EnrolmentIn(BaseModel):
     language: Literal["fr", "lt", "en"]
     consents: Consents
     consent_version: Annotated[str, StringConstraints(max_length=32)] = "v1"
+    pin: Annotated[str, StringConstraints(pattern=r"^[0-9]{4,6}$")] | None = Field(
+        default=None, description="Optional 4-6 digit PIN that confirms large redemptions")
     birth_date: date | None = None
     gender: Literal["female", "male", "other"] | None = None
     address: Annotated[str, StringConstraints(strip_whitespace=True, max_length=300),

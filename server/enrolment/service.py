@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from server.api.problems import Problem
 from server.customers.models import Customer, SurveyResponse
 from server.customers.service import summary
-from server.devices.auth import Principal
+from server.devices.auth import Principal, hash_password
 from server.enrolment.schemas import EnrolmentIn
 from server.privacy.models import PURPOSES, AuditEntry, Consent
 from server.vault.service import display_name, store_personal_data
@@ -87,6 +87,7 @@ def enrol(main: Session, vault: Session, device: Principal, req: EnrolmentIn) ->
         points=0,
         sex=req.gender if profiling else None,
         age_band=age_band(req.birth_date) if profiling and req.birth_date else None,
+        pin_hash=hash_password(req.pin) if req.pin else None,
     )
     main.add(customer)
     try:

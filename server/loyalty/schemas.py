@@ -98,6 +98,8 @@ class RedemptionIn(CustomerRef):
     event_id: UUID
     reward: Text64
     quantity: int = Field(default=1, ge=1, le=100)
+    pin: Annotated[str, StringConstraints(pattern=r"^[0-9]{4,6}$")] | None = Field(
+        default=None, description="The customer's PIN, for the step-up of a large redemption")
 
 
 class AdjustmentIn(BaseModel):

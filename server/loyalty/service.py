@@ -18,7 +18,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from server.api.problems import Problem
 from server.cards.service import active_card
 from server.customers.models import Customer
-from server.devices.auth import Principal
+from server.devices.auth import Principal, verify_password
 from server.loyalty import ledger, programmes
 from server.loyalty.models import (
     PointsEntry,
@@ -389,8 +389,10 @@ def redeem(main: Session, device: Principal, req: RedemptionIn) -> tuple[dict, b
         raise Problem("reward-not-allowed", str(exc)) from None
     points = reward.cost * req.quantity
     if needs_step_up(programme, points) and device.staff is None:
-        raise Problem("step-up-required",
-                      f"{points} points: a member of staff must confirm (X-Staff-Authorization)")
+        if req.pin is None or customer.pin_hash is None:
+            raise Problem("step-up-required", f"{points} points: the customer's PIN or a member "
+                                              "of staff (X-Staff-Authorization) must confirm")
+        check_pin(main, customer, req.pin)
     redemption = Redemption(event_id=event_id, customer_id=customer.id, reward_code=reward.code,
                             quantity=req.quantity, points=points, store_id=store.id,
                             device_id=device.id,
@@ -408,6 +410,34 @@ def redeem(main: Session, device: Principal, req: RedemptionIn) -> tuple[dict, b
                 store_id=store.id, device_id=device.id, reason=f"reward {reward.code}",
                 staff_id=device.staff.id if device.staff else None)
     return _redemption_result(main, redemption), True
+
+
+PIN_ATTEMPTS = 5
+
+
+def check_pin(main: Session, customer: Customer, pin: str) -> None:
+    """Verify the customer's PIN; five misses in a row lock it until staff confirm.
+
+    A miss is counted in its own transaction, so that the request's rollback (the answer is
+    an error) does not forget it.
+
+    Raises:
+        Problem: ``pin-invalid`` or ``pin-locked``.
+    """
+    if customer.pin_failures >= PIN_ATTEMPTS:
+        raise Problem("pin-locked")
+    try:
+        verify_password(customer.pin_hash, pin)
+    except Problem:
+        with Session(main.get_bind()) as counter:
+            counter.execute(update(customers).where(customers.c.id == customer.id)
+                            .values(pin_failures=customers.c.pin_failures + 1))
+            counter.commit()
+        left = PIN_ATTEMPTS - customer.pin_failures - 1
+        raise Problem("pin-invalid", f"{left} attempt(s) left" if left else None) from None
+    if customer.pin_failures:
+        main.execute(update(customers).where(customers.c.id == customer.id)
+                     .values(pin_failures=0))
 
 
 # -- adjustments ----------------------------------------------------------------------------
