@@ -200,7 +200,11 @@ def programme_load(path) -> None:
         try:
             version, programme = programmes.load(session, path.read(), "cli")
         except Problem as exc:
-            raise click.ClickException(f"not loaded: {exc.detail}") from None
+            # each problem with its path (tiers[1].threshold: ...), as the API answers them
+            found = [f"  {e['field']}: {e['message']}" if e["field"] else f"  {e['message']}"
+                     for e in exc.extra.get("errors", [])]
+            raise click.ClickException("\n".join([f"not loaded: {exc.detail}", *found])) \
+                from None
         session.commit()
     click.echo(f"programme version {version} in force: {len(programme.tiers)} tiers, "
                f"{len(programme.rewards)} rewards")

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from server.customers.models import Customer
 from server.enrolment.service import new_customer_id
 from server.loyalty import ledger, programmes
-from server.loyalty.ledger import InsufficientPoints
+from server.loyalty.ledger import InsufficientPoints, lot_reversal
 from server.loyalty.models import ImportedCustomer, PointsEntry
 from server.loyalty.programme import expiry_date
 from server.loyalty.service import update_tier
@@ -35,10 +35,12 @@ def expire_points(main: Session, now: datetime | None = None, batch: int = 500) 
     a customer's second run finds nothing left, because earlier expiries count as debits.
     """
     now = now or datetime.now(UTC)
+    # the same sums as ledger.expirable, for every customer at once
+    reversal = lot_reversal(entries)
     due = func.sum(case((
-        (entries.c.delta > 0) & entries.c.expires_at.is_not(None) & (entries.c.expires_at <= now),
-        entries.c.delta), else_=0))
-    debits = -func.sum(case((entries.c.delta < 0, entries.c.delta), else_=0))
+        entries.c.expires_at.is_not(None) & (entries.c.expires_at <= now)
+        & ((entries.c.delta > 0) | reversal), entries.c.delta), else_=0))
+    debits = -func.sum(case(((entries.c.delta < 0) & ~reversal, entries.c.delta), else_=0))
     rows = main.execute(select(entries.c.customer_id, (due - debits).label("amount"))
                         .group_by(entries.c.customer_id).having(due > debits)).all()
     touched = expired = 0

@@ -72,16 +72,25 @@ def qualifying_points(main: Session, customer_id: str, since: datetime) -> int:
         ledger.c.at >= since))
 
 
-def expirable(main: Session, customer_id: str, until: datetime) -> int:
-    """Points that will have expired by ``until`` and are not expired yet (oldest first).
+def lot_reversal(entries_table=None):
+    """True for an entry that takes back points of one known lot (a return, or the settling
+    of points a return took back): it carries that lot's expiry date and reduces that lot,
+    instead of consuming the oldest points as spending does."""
+    table = ledger if entries_table is None else entries_table
+    return (table.c.kind == "refund") & table.c.expires_at.is_not(None)
 
-    Spending, returns and earlier expiries consume the oldest credits first, so what is left
-    to expire is the credits due by ``until`` less every debit so far, never below zero.
-    Running an expiry twice therefore expires nothing the second time.
+
+def expirable(main: Session, customer_id: str, until: datetime) -> int:
+    """Points that will have expired by ``until`` and are not expired yet.
+
+    The credits due by ``until`` (less the returns that took back part of those very lots)
+    are consumed by spending, expiries and negative adjustments oldest first; what is left of
+    them expires. Earlier expiries count as spending, so running an expiry twice expires
+    nothing the second time.
     """
     due = main.scalar(select(func.coalesce(func.sum(ledger.c.delta), 0)).where(
-        ledger.c.customer_id == customer_id, ledger.c.delta > 0,
-        ledger.c.expires_at.is_not(None), ledger.c.expires_at <= until))
+        ledger.c.customer_id == customer_id, ledger.c.expires_at.is_not(None),
+        ledger.c.expires_at <= until, (ledger.c.delta > 0) | lot_reversal()))
     debits = main.scalar(select(func.coalesce(-func.sum(ledger.c.delta), 0)).where(
-        ledger.c.customer_id == customer_id, ledger.c.delta < 0))
+        ledger.c.customer_id == customer_id, ledger.c.delta < 0, ~lot_reversal()))
     return max(0, due - debits)

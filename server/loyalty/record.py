@@ -31,8 +31,11 @@ def count_visit(main: Session, customer_id: str, store_id: int, store_code: str,
                 visit_id: int, device_id: int, now: datetime) -> int:
     """Credit the visit rule's points for a new visit, if it counts; returns the points."""
     _, programme = programmes.current(main)
+    # locked (FOR NO KEY UPDATE: the visit's foreign key already holds a KEY SHARE lock on
+    # PostgreSQL; SQLite holds the write lock since the visit's insert): two taps at the
+    # same instant must not both see the old last visit and both earn
     last = main.scalar(select(customers.c.last_counted_visit_at)
-                       .where(customers.c.id == customer_id))
+                       .where(customers.c.id == customer_id).with_for_update(key_share=True))
     points = visit_points(programme, store=store_code, at=now, last_counted_visit=last)
     if not points:
         return 0

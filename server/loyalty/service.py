@@ -54,7 +54,7 @@ FUTURE_TOLERANCE = timedelta(minutes=10)
 
 
 def _customer(main: Session, ref: CustomerRef) -> tuple[Customer, str | None]:
-    """The customer (locked for update on PostgreSQL) and the card used, if any."""
+    """The customer and the card used, if any (balances move only through ``ledger.post``)."""
     card_id = None
     customer_id = ref.customer_id
     if ref.card:
@@ -96,7 +96,8 @@ def credit(main: Session, customer_id: str, points: int, kind: str, *, expires_a
     debt = main.scalar(select(customers.c.points_debt).where(customers.c.id == customer_id))
     settle = min(debt or 0, points)
     if settle:
-        ledger.post(main, customer_id, -settle, "refund",
+        # taken from the lot just credited (its expiry date says which)
+        ledger.post(main, customer_id, -settle, "refund", expires_at=expires_at,
                     reason="settles points a return took back after they were spent", **refs)
         main.execute(update(customers).where(customers.c.id == customer_id)
                      .values(points_debt=customers.c.points_debt - settle))
@@ -259,6 +260,21 @@ def record_refund(main: Session, device: Principal, req: RefundIn) -> tuple[dict
     purchase = main.scalar(query)
     if purchase is None:
         raise Problem("purchase-not-found")
+    # claim the event id first: this write also takes SQLite's write lock, so the lines read
+    # below are the current ones (PostgreSQL locks them with FOR UPDATE); read before it, two
+    # tills returning the same line at once would both reverse its points
+    refund = Refund(event_id=event_id, purchase_id=purchase.id, device_id=device.id,
+                    amount_cents=0, points_reversed=0)
+    main.add(refund)
+    try:
+        main.flush()
+    except IntegrityError:
+        main.rollback()
+        previous = _replay_refund(main, device, event_id)
+        if previous is None:
+            raise
+        return previous, False
+
     lines = {line.line_no: line for line in main.scalars(
         select(PurchaseLine).where(PurchaseLine.purchase_id == purchase.id)
         .with_for_update())}
@@ -280,18 +296,6 @@ def record_refund(main: Session, device: Principal, req: RefundIn) -> tuple[dict
             raise Problem("already-refunded",
                           f"line {no}: {(line.quantity_milli - line.refunded_milli) / 1000:g} "
                           "left to return", line_no=no)
-
-    refund = Refund(event_id=event_id, purchase_id=purchase.id, device_id=device.id,
-                    amount_cents=0, points_reversed=0)
-    main.add(refund)
-    try:
-        main.flush()
-    except IntegrityError:
-        main.rollback()
-        previous = _replay_refund(main, device, event_id)
-        if previous is None:
-            raise
-        return previous, False
 
     reversed_total, amount, restore = 0, 0, []
     for no, qty in sorted(wanted.items()):
@@ -316,9 +320,18 @@ def record_refund(main: Session, device: Principal, req: RefundIn) -> tuple[dict
                         reason=f"reward {redemption.reward_code} given back with a return",
                         redemption_id=redemption.id, refund_id=refund.id, device_id=device.id)
             restored += redemption.points
-    taken = min(reversed_total, ledger.balance(main, purchase.customer_id))
+    # the balance read under the customer's row lock (PostgreSQL): a redemption at another
+    # till in the meantime must not make the return fail with insufficient-points
+    balance = main.scalar(select(customers.c.points)
+                          .where(customers.c.id == purchase.customer_id)
+                          .with_for_update(key_share=True))
+    taken = min(reversed_total, balance)
     if taken:
+        # the reversal reduces the lot the purchase earned, whatever its age, not the oldest
+        lot_expiry = main.scalar(select(PointsEntry.expires_at).where(
+            PointsEntry.purchase_id == purchase.id, PointsEntry.kind == "earn").limit(1))
         ledger.post(main, purchase.customer_id, -taken, "refund", refund_id=refund.id,
+                    expires_at=lot_expiry,
                     purchase_id=purchase.id, device_id=device.id,
                     reason=f"return on purchase {purchase.receipt or purchase.id}")
     owed = reversed_total - taken

@@ -19,6 +19,12 @@ Fixture API:
 - ``client``: the Flask test client; ``api``: ``enrol(headers=None, **overrides)``,
   ``issue_card(customer_id, kind="qr", headers=None, **kw)``, ``tap(headers=None, **kw)``,
   ``customer_with_card(kind="qr", **card)``.
+- ``manager``: adds the staff account ``manager1`` (role manager, store TEST) to the seeded app
+  and its password to ``creds.passwords``; returns the username.
+- ``Api`` also builds loyalty requests: ``line(...)``, ``purchase_body(lines, **kw)``,
+  ``purchase(lines, headers=None, **kw)``, ``refund(headers=None, **kw)``,
+  ``redeem(reward, headers=None, **kw)``, ``adjust(customer_id, points, headers, **kw)``,
+  ``put_programme(text, headers)``.
 - ``live_server`` (session, SQLite): ``.url``, ``.app``, ``.creds``, ``.instance_path``.
 
 Helpers: ``row_counts(app)``, ``assert_problem(response, status, slug)``,
@@ -53,6 +59,8 @@ STORE = "TEST"
 UID_STORE = "UIDOK"
 PASSWORDS = {"desk1": "desk1-secret-pw", "cashier1": "cashier1-secret-pw"}
 STAFF_ROLES = {"desk1": "desk", "cashier1": "cashier"}
+# added on demand by the ``manager`` fixture only (the seed stays two staff members)
+MANAGER, MANAGER_PASSWORD = "manager1", "manager1-secret-pw"
 
 
 # --------------------------------------------------------------------------- PostgreSQL
@@ -206,7 +214,8 @@ def _password_hash(username: str) -> str:
     from server.devices.auth import hash_password
 
     if username not in _HASHES:
-        _HASHES[username] = hash_password(PASSWORDS[username])
+        _HASHES[username] = hash_password(
+            MANAGER_PASSWORD if username == MANAGER else PASSWORDS[username])
     return _HASHES[username]
 
 
@@ -334,6 +343,21 @@ def creds(app) -> Creds:
 
 
 @pytest.fixture
+def manager(app, creds) -> str:
+    """A manager account ``manager1`` in store TEST (programme, adjustments); its username."""
+    from server.staff.models import Staff
+    from server.stores.models import Store
+
+    with Session(app.extensions["loyalty.db"].main) as session:
+        store_id = session.scalar(select(Store.id).where(Store.code == STORE))
+        session.add(Staff(username=MANAGER, role="manager", store_id=store_id,
+                          password_hash=_password_hash(MANAGER)))
+        session.commit()
+    creds.passwords[MANAGER] = MANAGER_PASSWORD
+    return MANAGER
+
+
+@pytest.fixture
 def client(app):
     return app.test_client()
 
@@ -380,6 +404,65 @@ class Api:
         issued = self.issue_card(customer_id, kind, **card)
         assert issued.status_code == 201, issued.get_json()
         return customer_id, issued.get_json()
+
+    # -- loyalty
+
+    @staticmethod
+    def line(sku: str, quantity, unit_price, *, category: str | None = None, discount=None,
+             redemption_id: int | None = None, name: str | None = None) -> dict:
+        """One purchase line; amounts as given (str or int), sent as strings."""
+        body: dict[str, Any] = {"sku": sku, "name": name or sku.title(),
+                                "quantity": str(quantity), "unit_price": str(unit_price)}
+        if category is not None:
+            body["category"] = category
+        if discount is not None:
+            body["discount"] = str(discount)
+        if redemption_id is not None:
+            body["redemption_id"] = redemption_id
+        return body
+
+    @staticmethod
+    def purchase_body(lines: list[dict], **overrides) -> dict:
+        """A purchase of ``lines`` paid now in EUR, whose total is the sum of the lines."""
+        from datetime import UTC, datetime
+        from decimal import Decimal
+
+        total = sum((Decimal(ln["quantity"]) * Decimal(ln["unit_price"])
+                     - Decimal(ln.get("discount", "0")) for ln in lines), Decimal(0))
+        body = {"event_id": str(uuid.uuid4()), "paid_at": datetime.now(UTC).isoformat(),
+                "currency": "EUR", "total": str(total.quantize(Decimal("0.01"))),
+                "lines": lines}
+        body.update(overrides)
+        return body
+
+    def purchase(self, lines: list[dict], headers: dict | None = None, **overrides):
+        """POST /purchases (the TEST till by default); give ``card`` or ``customer_id``."""
+        return self.client.post("/api/v1/purchases", json=self.purchase_body(lines, **overrides),
+                                headers=self.creds.h("till") if headers is None else headers)
+
+    def refund(self, headers: dict | None = None, **body):
+        """POST /refunds; give ``purchase_id`` (or ``purchase_event_id``) and maybe lines."""
+        body = {"event_id": str(uuid.uuid4()), **body}
+        return self.client.post("/api/v1/refunds", json=body,
+                                headers=self.creds.h("till") if headers is None else headers)
+
+    def redeem(self, reward: str, headers: dict | None = None, **body):
+        """POST /redemptions; give ``card`` or ``customer_id``."""
+        body = {"event_id": str(uuid.uuid4()), "reward": reward, **body}
+        return self.client.post("/api/v1/redemptions", json=body,
+                                headers=self.creds.h("till") if headers is None else headers)
+
+    def adjust(self, customer_id: str, points: int, headers: dict, reason: str = "goodwill",
+               **body):
+        """POST /customers/<id>/points: a manual adjustment (a manager's ``headers``)."""
+        body = {"event_id": str(uuid.uuid4()), "points": points, "reason": reason, **body}
+        return self.client.post(f"/api/v1/customers/{customer_id}/points", json=body,
+                                headers=headers)
+
+    def put_programme(self, text: str, headers: dict):
+        """PUT /programme with a TOML document."""
+        return self.client.put("/api/v1/programme", data=text.encode(),
+                               headers={**headers, "Content-Type": "application/toml"})
 
 
 @pytest.fixture
