@@ -46,7 +46,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "card-token-unknown-key": (422, "The card token was signed with an unknown or retired key"),
     "card-token-forged": (422, "The card token signature does not match"),
     "internal-error": (500, "Internal error"),
-    "service-unavailable": (503, "A database is unreachable; try again shortly"),
+    "service-unavailable": (503, "The service is busy or a database is unreachable; try again"),
 }
 
 TYPE_PREFIX = "/api/v1/problems/"

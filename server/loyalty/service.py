@@ -187,7 +187,9 @@ def record_purchase(main: Session, device: Principal, req: PurchaseIn) -> tuple[
             points_earned=points[line.line_no]))
     main.flush()
     if purchase.points_earned:
-        credit(main, customer.id, purchase.points_earned, "earn",
+        # dated when earned, not when recorded: a purchase a till sends late (offline) counts
+        # in the tier window of the day it was paid
+        credit(main, customer.id, purchase.points_earned, "earn", at=req.paid_at,
                expires_at=expiry_date(programme, req.paid_at), store_id=store.id,
                purchase_id=purchase.id, device_id=device.id,
                reason=f"purchase {req.receipt or purchase.id}")
