@@ -197,8 +197,13 @@ def test_purchase_earns_what_the_default_programme_says_per_line(app, api, creds
     body = created(api.purchase(lines, card=card["url"], store="TEST", till="T1",
                                 receipt="R-0001"))
     assert body["customer_id"] == customer_id
-    assert body["lines"] == [{"line_no": 1, "points": 240}, {"line_no": 2, "points": 29},
-                             {"line_no": 3, "points": 0}, {"line_no": 4, "points": 0}]
+    assert [(ln["line_no"], ln["points"]) for ln in body["lines"]] == \
+        [(1, 240), (2, 29), (3, 0), (4, 0)]
+    # each line says why, in words the till can show
+    reasons = {ln["line_no"]: ln["reasons"] for ln in body["lines"]}
+    assert reasons[1] == ["Shoes count double ×2"] and reasons[2] == []
+    assert reasons[3] == ["excluded: Gift cards and tobacco"]
+    assert reasons[4] == ["discounted line earns nothing"]
     assert (body["points_earned"], body["balance"], body["tier"], body["tier_changed"]) == \
         (269, 269, "member", False)
 
@@ -222,7 +227,7 @@ def test_purchase_earns_what_the_default_programme_says_per_line(app, api, creds
     earned = entries(app, customer_id)
     assert [(e.kind, e.delta, e.purchase_id is not None) for e in earned] == \
         [("earn", 269, True), ("earn", 15, True)]
-    assert earned[0].reason == "purchase R-0001"
+    assert earned[0].reason == "purchase R-0001: Shoes count double ×2"
     # the ledger as a desk sees it: newest first, adding up to the balance
     seen = api.client.get(f"/api/v1/customers/{customer_id}/points",
                           headers=creds.staff_auth("desk1"))

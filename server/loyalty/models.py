@@ -61,6 +61,8 @@ class PurchaseLine(Base):
     net_cents: Mapped[int] = mapped_column(Integer)
     redemption_id: Mapped[int | None] = mapped_column(ForeignKey("redemptions.id"))
     points_earned: Mapped[int] = mapped_column(Integer, default=0)
+    # why the line earned what it did, in words ("Shoes count double x2", "discounted ...")
+    reasons: Mapped[list | None] = mapped_column(JSON)
     # what returns have taken back so far: a partial return never reverses twice
     refunded_milli: Mapped[int] = mapped_column(Integer, default=0)
     points_reversed: Mapped[int] = mapped_column(Integer, default=0)

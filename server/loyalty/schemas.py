@@ -128,6 +128,7 @@ def milli(quantity: Decimal) -> int:
 class LinePoints(BaseModel):
     line_no: int
     points: int
+    reasons: list[str] = Field(description="Why, in words: rules, promotions, exclusions")
 
 
 class PurchaseOut(BaseModel):

@@ -114,7 +114,8 @@ def _purchase_result(main: Session, purchase: Purchase, *, tier_changed: bool = 
         "purchase_id": purchase.id,
         "customer_id": purchase.customer_id,
         "points_earned": purchase.points_earned,
-        "lines": [{"line_no": line.line_no, "points": line.points_earned} for line in lines],
+        "lines": [{"line_no": line.line_no, "points": line.points_earned,
+                   "reasons": line.reasons or []} for line in lines],
         "balance": ledger.balance(main, purchase.customer_id),  # now, on a replay too
         "tier": tier,
         "tier_changed": tier_changed,
@@ -164,6 +165,7 @@ def record_purchase(main: Session, device: Principal, req: PurchaseIn) -> tuple[
                paid_with_reward=line.redemption_id is not None)
         for line in req.lines], store=store.code, paid_at=req.paid_at, tier=customer.tier)
     points = {e.line_no: e.points for e in earned}
+    reasons = {e.line_no: list(e.reasons) for e in earned}
 
     purchase = Purchase(event_id=event_id, customer_id=customer.id, card_id=card_id,
                         store_id=store.id, device_id=device.id, till=req.till, seller=req.seller,
@@ -184,7 +186,7 @@ def record_purchase(main: Session, device: Principal, req: PurchaseIn) -> tuple[
             category=line.category, quantity_milli=milli(line.quantity),
             unit_price_cents=cents(line.unit_price), discount_cents=cents(line.discount),
             net_cents=net, redemption_id=line.redemption_id,
-            points_earned=points[line.line_no]))
+            points_earned=points[line.line_no], reasons=reasons[line.line_no]))
     main.flush()
     if purchase.points_earned:
         # dated when earned, not when recorded: a purchase a till sends late (offline) counts
@@ -192,10 +194,17 @@ def record_purchase(main: Session, device: Principal, req: PurchaseIn) -> tuple[
         credit(main, customer.id, purchase.points_earned, "earn", at=req.paid_at,
                expires_at=expiry_date(programme, req.paid_at), store_id=store.id,
                purchase_id=purchase.id, device_id=device.id,
-               reason=f"purchase {req.receipt or purchase.id}")
+               reason=_why(req.receipt or purchase.id, earned))
     tier_changed = update_tier(main, customer, now)
     main.flush()
     return _purchase_result(main, purchase, tier_changed=tier_changed), True
+
+
+def _why(receipt, earned) -> str:
+    """The ledger's reason for a purchase's points: the receipt and the rules that applied."""
+    rules = sorted({r for e in earned if e.points for r in e.reasons})
+    text = f"purchase {receipt}" + (f": {'; '.join(rules)}" if rules else "")
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _check_rewards(main: Session, customer_id: str, req: PurchaseIn) -> None:
