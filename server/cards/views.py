@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, g, jsonify, render_template
+from flask import Blueprint, g, render_template
 
 from server.api.body import parse_body
+from server.api.replies import created
 from server.cards import service
 from server.cards.schemas import CardIn
 from server.db import main_session
@@ -19,12 +20,7 @@ public = Blueprint("card_page", __name__)
 def issue_card(customer_id: str):
     """Issue a card (kiosk, staff); ``replace`` revokes the customer's other cards."""
     req = parse_body(CardIn)
-    result, created = service.issue(main_session(), g.principal, customer_id, req)
-    response = jsonify(result)
-    response.status_code = 201
-    if not created:
-        response.headers["Idempotent-Replayed"] = "true"
-    return response
+    return created(*service.issue(main_session(), g.principal, customer_id, req))
 
 
 @public.get("/c/<card_token>")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, g, jsonify
+from flask import Blueprint, g
 
 from server.api.body import parse_body
+from server.api.replies import created
 from server.db import main_session, vault_session
 from server.devices.auth import require
 from server.enrolment import service
@@ -18,9 +19,4 @@ bp = Blueprint("enrolment", __name__)
 def create_enrolment():
     """Enrol a customer (kiosk). Idempotent on event_id."""
     req = parse_body(EnrolmentIn)
-    result, created = service.enrol(main_session(), vault_session(), g.principal, req)
-    response = jsonify(result)
-    response.status_code = 201
-    if not created:
-        response.headers["Idempotent-Replayed"] = "true"
-    return response
+    return created(*service.enrol(main_session(), vault_session(), g.principal, req))

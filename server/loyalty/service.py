@@ -89,6 +89,20 @@ def update_tier(main: Session, customer: Customer, now: datetime) -> bool:
     return changed
 
 
+def _replay(main: Session, device: Principal, model, event_id: str, result) -> dict | None:
+    """The recorded result of an event id already used by this device, or ``None``.
+
+    Raises:
+        Problem: ``event-id-conflict`` if another device used it.
+    """
+    row = main.scalar(select(model).where(model.event_id == event_id))
+    if row is None:
+        return None
+    if row.device_id != device.id:
+        raise Problem("event-id-conflict")
+    return result(main, row)
+
+
 def credit(main: Session, customer_id: str, points: int, kind: str, *, expires_at,
            reason: str | None = None, **refs) -> int:
     """Add earned points, paying first what returns took back that was already spent."""
@@ -123,12 +137,7 @@ def _purchase_result(main: Session, purchase: Purchase, *, tier_changed: bool = 
 
 
 def _replay_purchase(main: Session, device: Principal, event_id: str) -> dict | None:
-    purchase = main.scalar(select(Purchase).where(Purchase.event_id == event_id))
-    if purchase is None:
-        return None
-    if purchase.device_id != device.id:
-        raise Problem("event-id-conflict")
-    return _purchase_result(main, purchase)
+    return _replay(main, device, Purchase, event_id, _purchase_result)
 
 
 def record_purchase(main: Session, device: Principal, req: PurchaseIn) -> tuple[dict, bool]:
@@ -239,12 +248,7 @@ def _refund_result(main: Session, refund: Refund) -> dict:
 
 
 def _replay_refund(main: Session, device: Principal, event_id: str) -> dict | None:
-    refund = main.scalar(select(Refund).where(Refund.event_id == event_id))
-    if refund is None:
-        return None
-    if refund.device_id != device.id:
-        raise Problem("event-id-conflict")
-    return _refund_result(main, refund)
+    return _replay(main, device, Refund, event_id, _refund_result)
 
 
 def _share(total: int, done_qty: int, qty: int, already: int) -> int:
@@ -381,12 +385,7 @@ def _redemption_result(main: Session, redemption: Redemption) -> dict:
 
 
 def _replay_redemption(main: Session, device: Principal, event_id: str) -> dict | None:
-    redemption = main.scalar(select(Redemption).where(Redemption.event_id == event_id))
-    if redemption is None:
-        return None
-    if redemption.device_id != device.id:
-        raise Problem("event-id-conflict")
-    return _redemption_result(main, redemption)
+    return _replay(main, device, Redemption, event_id, _redemption_result)
 
 
 def redeem(main: Session, device: Principal, req: RedemptionIn) -> tuple[dict, bool]:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, g, jsonify, request
 
 from server.api.body import parse_body
 from server.api.problems import Problem
+from server.api.replies import created
 from server.db import main_session
 from server.devices.auth import require
 from server.loyalty import ledger, programmes, service
@@ -14,20 +15,12 @@ from server.loyalty.schemas import AdjustmentIn, PurchaseIn, RedemptionIn, Refun
 bp = Blueprint("loyalty", __name__)
 
 
-def _created(result: dict, created: bool) -> Response:
-    response = jsonify(result)
-    response.status_code = 201
-    if not created:
-        response.headers["Idempotent-Replayed"] = "true"
-    return response
-
-
 @bp.post("/purchases")
 @require("till")
 def create_purchase():
     """A purchase at a till: the points each line earns. Idempotent on event_id."""
     req = parse_body(PurchaseIn)
-    return _created(*service.record_purchase(main_session(), g.principal, req))
+    return created(*service.record_purchase(main_session(), g.principal, req))
 
 
 @bp.post("/refunds")
@@ -35,7 +28,7 @@ def create_purchase():
 def create_refund():
     """A whole or partial return: the points those lines earned are taken back."""
     req = parse_body(RefundIn)
-    return _created(*service.record_refund(main_session(), g.principal, req))
+    return created(*service.record_refund(main_session(), g.principal, req))
 
 
 @bp.post("/redemptions")
@@ -43,7 +36,7 @@ def create_refund():
 def create_redemption():
     """Spend points on a reward; above the step-up threshold a staff member confirms."""
     req = parse_body(RedemptionIn)
-    return _created(*service.redeem(main_session(), g.principal, req))
+    return created(*service.redeem(main_session(), g.principal, req))
 
 
 @bp.post("/customers/<customer_id>/points")
@@ -51,7 +44,7 @@ def create_redemption():
 def create_adjustment(customer_id: str):
     """A manual correction of a balance, with its reason (managers)."""
     req = parse_body(AdjustmentIn)
-    return _created(*service.adjust(main_session(), g.principal, customer_id, req))
+    return created(*service.adjust(main_session(), g.principal, customer_id, req))
 
 
 @bp.get("/customers/<customer_id>/points")
