@@ -17,6 +17,7 @@ from pathlib import Path
 from flask import Flask, current_app, g
 from sqlalchemy import DateTime, MetaData, create_engine, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.types import TypeDecorator
 
@@ -133,6 +134,23 @@ def vault_session() -> Session:
     if "vault_session" not in g:
         g.vault_session = Session(databases().vault, expire_on_commit=False)
     return g.vault_session
+
+
+def flush_or_replay(session: Session, replay: Callable[[], dict | None]) -> dict | None:
+    """Flush the row that claims an event id; ``None`` if it was ours to claim.
+
+    If a concurrent request with the same event id claimed it first (the unique constraint
+    says so), roll back and return that request's recorded result from ``replay()``.
+    """
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        previous = replay()
+        if previous is None:
+            raise
+        return previous
+    return None
 
 
 def on_main_failure(undo: Callable[[Session], None]) -> None:

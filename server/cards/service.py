@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server.api.problems import Problem
@@ -16,7 +15,7 @@ from server.cards.keys import CardKeyring, load_keyring
 from server.cards.models import Card
 from server.cards.schemas import CardIn
 from server.customers.models import Customer
-from server.db import utcnow
+from server.db import flush_or_replay, utcnow
 from server.devices.auth import Principal
 from server.privacy.models import AuditEntry
 from server.staff.models import CARD_ROLES
@@ -126,13 +125,8 @@ def issue(main: Session, principal: Principal, customer_id: str, req: CardIn) ->
         main.add(AuditEntry(actor=principal.actor, action="card.replace",
                             customer_id=customer_id,
                             detail={"reason": req.reason, "new": card.id, "revoked": replaced}))
-    try:
-        main.flush()
-    except IntegrityError:
-        main.rollback()
-        previous = _replay(main, customer_id, event_id)
-        if previous is None:
-            raise
+    previous = flush_or_replay(main, lambda: _replay(main, customer_id, event_id))
+    if previous is not None:
         return previous, False
     return _result(card, replaced), True
 

@@ -6,12 +6,12 @@ import secrets
 from datetime import date
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server.api.problems import Problem
 from server.customers.models import Customer, SurveyResponse
 from server.customers.service import summary
+from server.db import flush_or_replay
 from server.devices.auth import Principal, hash_password
 from server.enrolment.schemas import EnrolmentIn
 from server.privacy.models import PURPOSES, AuditEntry, Consent
@@ -90,13 +90,9 @@ def enrol(main: Session, vault: Session, device: Principal, req: EnrolmentIn) ->
         pin_hash=hash_password(req.pin) if req.pin else None,
     )
     main.add(customer)
-    try:
-        main.flush()  # claims the event id; a concurrent twin fails here
-    except IntegrityError:
-        main.rollback()
-        previous = _replay(main, vault, device, event_id)
-        if previous is None:
-            raise
+    # claims the event id; a concurrent twin fails here and answers with our result
+    previous = flush_or_replay(main, lambda: _replay(main, vault, device, event_id))
+    if previous is not None:
         return previous, False
 
     for purpose in PURPOSES:

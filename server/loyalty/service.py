@@ -11,13 +11,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from server.api.problems import Problem
 from server.cards.service import active_card
 from server.customers.models import Customer
+from server.db import flush_or_replay
 from server.devices.auth import Principal, verify_password
 from server.loyalty import ledger, programmes
 from server.loyalty.models import (
@@ -181,13 +181,9 @@ def record_purchase(main: Session, device: Principal, req: PurchaseIn) -> tuple[
                         receipt=req.receipt, currency=req.currency, total_cents=cents(req.total),
                         points_earned=sum(points.values()), paid_at=req.paid_at)
     main.add(purchase)
-    try:
-        main.flush()  # claims the event id
-    except IntegrityError:
-        main.rollback()
-        previous = _replay_purchase(main, device, event_id)
-        if previous is None:
-            raise
+    # claims the event id
+    previous = flush_or_replay(main, lambda: _replay_purchase(main, device, event_id))
+    if previous is not None:
         return previous, False
     for line, net in zip(req.lines, nets, strict=True):
         main.add(PurchaseLine(
@@ -281,13 +277,8 @@ def record_refund(main: Session, device: Principal, req: RefundIn) -> tuple[dict
     refund = Refund(event_id=event_id, purchase_id=purchase.id, device_id=device.id,
                     amount_cents=0, points_reversed=0)
     main.add(refund)
-    try:
-        main.flush()
-    except IntegrityError:
-        main.rollback()
-        previous = _replay_refund(main, device, event_id)
-        if previous is None:
-            raise
+    previous = flush_or_replay(main, lambda: _replay_refund(main, device, event_id))
+    if previous is not None:
         return previous, False
 
     lines = {line.line_no: line for line in main.scalars(
@@ -421,13 +412,8 @@ def redeem(main: Session, device: Principal, req: RedemptionIn) -> tuple[dict, b
                             device_id=device.id,
                             confirmed_by_staff_id=device.staff.id if device.staff else None)
     main.add(redemption)
-    try:
-        main.flush()
-    except IntegrityError:
-        main.rollback()
-        previous = _replay_redemption(main, device, event_id)
-        if previous is None:
-            raise
+    previous = flush_or_replay(main, lambda: _replay_redemption(main, device, event_id))
+    if previous is not None:
         return previous, False
     ledger.post(main, customer.id, -points, "redeem", redemption_id=redemption.id,
                 store_id=store.id, device_id=device.id, reason=f"reward {reward.code}",
