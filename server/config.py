@@ -21,7 +21,6 @@ DEFAULTS: dict[str, Any] = {
     "VAULT_URL": None,  # sqlite:///<instance>/vault.db
     "VAULT_KEY_FILE": None,  # <instance>/vault.key
     "CARD_KEYS_FILE": None,  # <instance>/card-keys.json
-    "SECRET_KEY_FILE": None,  # <instance>/secret.key
     "CARD_BASE_URL": "http://127.0.0.1:8000",
     # a kiosk may issue the first card of each kind (QR, NFC) to a customer it enrolled within
     # this many seconds; later issues and every replacement need a staff member
@@ -65,7 +64,6 @@ def load_config(overrides: dict[str, Any] | None = None,
         "VAULT_URL": f"sqlite:///{instance / 'vault.db'}",
         "VAULT_KEY_FILE": str(instance / "vault.key"),
         "CARD_KEYS_FILE": str(instance / "card-keys.json"),
-        "SECRET_KEY_FILE": str(instance / "secret.key"),
     }
     for key, value in defaults.items():
         if not config.get(key):

@@ -25,6 +25,7 @@ from server.api.problems import Problem
 from server.db import main_session
 from server.devices.models import Device
 from server.staff.models import Staff
+from server.stores.models import Store
 
 KEY_PREFIX = "lk_"
 _hasher = PasswordHasher()
@@ -52,6 +53,7 @@ class Principal:
     id: int
     store_id: int | None
     staff: StaffMember | None = None
+    store_code: str | None = None
 
     @property
     def actor(self) -> str:
@@ -123,8 +125,10 @@ def authenticate() -> Principal:
     scheme, _, value = header.partition(" ")
     session = main_session()
     if scheme.lower() == "bearer" and value:
+        # the store's code comes with the device: the tap needs it, in the same read
         row = session.execute(
-            select(Device.id, Device.role, Device.store_id)
+            select(Device.id, Device.role, Device.store_id, Store.code)
+            .join(Store, Store.id == Device.store_id)
             .where(Device.key_hash == hash_key(value.strip()), Device.revoked_at.is_(None))
         ).first()
         if row is None:
@@ -136,7 +140,7 @@ def authenticate() -> Principal:
             if c_scheme.lower() != "basic":
                 raise Problem("invalid-credentials", "X-Staff-Authorization must be Basic")
             staff = verify_staff(session, *_basic(c_value.strip()))
-        return Principal("device", row.role, row.id, row.store_id, staff)
+        return Principal("device", row.role, row.id, row.store_id, staff, row.code)
     if scheme.lower() == "basic" and value:
         member = verify_staff(session, *_basic(value.strip()))
         return Principal("staff", member.role, member.id, None, member)

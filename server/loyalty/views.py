@@ -7,6 +7,7 @@ from flask import Blueprint, g, jsonify, request
 from server.api.body import parse_body
 from server.api.problems import Problem
 from server.api.replies import created
+from server.customers.models import Customer
 from server.db import main_session
 from server.devices.auth import require
 from server.loyalty import ledger, programmes, service
@@ -55,7 +56,7 @@ def customer_ledger(customer_id: str):
     entries = main.execute(
         ledger.ledger.select().where(ledger.ledger.c.customer_id == customer_id)
         .order_by(ledger.ledger.c.id.desc()).limit(500)).mappings().all()
-    if not entries and main.get(service.Customer, customer_id) is None:
+    if not entries and main.get(Customer, customer_id) is None:
         raise Problem("customer-not-found")
     keep = ("id", "delta", "kind", "reason", "at", "expires_at", "purchase_id", "refund_id",
             "redemption_id", "staff_id")

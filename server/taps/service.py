@@ -101,11 +101,11 @@ def tap(main: Session, vault: Session, device: Principal, req: TapIn) -> dict:
         if previous.device_id != device.id:
             raise Problem("event-id-conflict") from None
         row = main.execute(CARD_SELECT.where(cards.c.id == previous.card_id)).first()
-        return _record(main, vault, row, _store_code(main, device), ["weak"] if previous.weak
+        return _record(main, vault, row, device.store_code, ["weak"] if previous.weak
                        else [], previous.id, True, datetime.now(UTC))
     replayed = False
     now = datetime.now(UTC)
-    store_code = _store_code(main, device)
+    store_code = device.store_code
     try:
         visit_id = main.execute(insert(visits).values(
             event_id=event_id, customer_id=row.customer_id, card_id=row.id,
@@ -123,6 +123,3 @@ def tap(main: Session, vault: Session, device: Principal, req: TapIn) -> dict:
         visit_id, replayed = previous.id, True
     return _record(main, vault, row, store_code, flags, visit_id, replayed, now)
 
-
-def _store_code(main: Session, device: Principal) -> str:
-    return main.scalar(select(Store.code).where(Store.id == device.store_id))

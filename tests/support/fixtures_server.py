@@ -258,7 +258,7 @@ def app_config(instance: Path, **overrides) -> dict[str, Any]:
         "INSTANCE_PATH": str(instance),
         # None means "the default in the instance folder", even if LOYALTY_* is set
         "DATABASE_URL": None, "VAULT_URL": None, "VAULT_KEY_FILE": None,
-        "CARD_KEYS_FILE": None, "SECRET_KEY_FILE": None,
+        "CARD_KEYS_FILE": None,
         "CARD_BASE_URL": "https://shop.example",
         "KIOSK_ISSUE_WINDOW": 3600,
     }
