@@ -21,6 +21,18 @@ DEFAULTS: dict[str, Any] = {
     "VAULT_URL": None,  # sqlite:///<instance>/vault.db
     "VAULT_KEY_FILE": None,  # <instance>/vault.key
     "CARD_KEYS_FILE": None,  # <instance>/card-keys.json
+    "AUDIT_KEY_FILE": None,  # <instance>/audit.key: the audit chain's HMAC key
+    # a phone number typed without +33/+370 is read as a number of the store's country,
+    # or of this one when there is no store (ISO 3166: FR, LT)
+    "DEFAULT_COUNTRY": "FR",
+    # retention: customers without a visit or purchase for this many days are told (where
+    # their consent allows) and erased RETENTION_NOTICE_DAYS later unless they come back
+    "RETENTION_INACTIVE_DAYS": 3 * 365,
+    "RETENTION_NOTICE_DAYS": 30,
+    # where mail goes: smtp://host:port (smtps:// for TLS; user:password@ allowed), or
+    # file:<dir> to write each message as a file (the default, in <instance>/outbox)
+    "MAIL_URL": None,
+    "MAIL_FROM": "loyalty@shop.example",
     "CARD_BASE_URL": "http://127.0.0.1:8000",
     # a kiosk may issue the first card of each kind (QR, NFC) to a customer it enrolled within
     # this many seconds; later issues and every replacement need a staff member
@@ -29,7 +41,8 @@ DEFAULTS: dict[str, Any] = {
     "SQL_ECHO": False,
 }
 
-_INTS = {"KIOSK_ISSUE_WINDOW", "MAX_CONTENT_LENGTH"}
+_INTS = {"KIOSK_ISSUE_WINDOW", "MAX_CONTENT_LENGTH", "RETENTION_INACTIVE_DAYS",
+         "RETENTION_NOTICE_DAYS"}
 _BOOLS = {"SQL_ECHO"}
 
 
@@ -64,6 +77,8 @@ def load_config(overrides: dict[str, Any] | None = None,
         "VAULT_URL": f"sqlite:///{instance / 'vault.db'}",
         "VAULT_KEY_FILE": str(instance / "vault.key"),
         "CARD_KEYS_FILE": str(instance / "card-keys.json"),
+        "AUDIT_KEY_FILE": str(instance / "audit.key"),
+        "MAIL_URL": f"file:{instance / 'outbox'}",
     }
     for key, value in defaults.items():
         if not config.get(key):

@@ -15,7 +15,7 @@ def enrol_with_card(live_server, first_name="Élodie", last_name="Durand") -> tu
     r = requests.post(f"{live_server.url}/api/v1/enrolments", headers=kiosk, timeout=5, json={
         "event_id": str(uuid.uuid4()), "first_name": first_name, "last_name": last_name,
         "email": f"{uuid.uuid4().hex[:8]}@example.fr", "language": "fr",
-        "consents": {"terms": True}})
+        "consents": {"terms": True}, "consent_version": "2026-11"})
     assert r.status_code == 201, r.text
     customer_id = r.json()["customer_id"]
     r = requests.post(f"{live_server.url}/api/v1/customers/{customer_id}/cards", headers=kiosk,

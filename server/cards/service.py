@@ -17,7 +17,7 @@ from server.cards.schemas import CardIn
 from server.customers.models import Customer
 from server.db import flush_or_replay, utcnow
 from server.devices.auth import Principal
-from server.privacy.models import AuditEntry
+from server.privacy import audit
 from server.staff.models import CARD_ROLES
 
 cards, customers = Card.__table__, Customer.__table__
@@ -122,12 +122,12 @@ def issue(main: Session, principal: Principal, customer_id: str, req: CardIn) ->
             old.status, old.status_reason = "revoked", req.reason
             old.revoked_at, old.replaced_by = now, card.id
             replaced.append(old.id)
-        main.add(AuditEntry(actor=principal.actor, action="card.replace",
-                            customer_id=customer_id,
-                            detail={"reason": req.reason, "new": card.id, "revoked": replaced}))
     previous = flush_or_replay(main, lambda: _replay(main, customer_id, event_id))
     if previous is not None:
         return previous, False
+    if req.replace:
+        audit.record(main, principal.actor, "card.replace", customer_id, view="cards",
+                     detail={"reason": req.reason, "new": card.id, "revoked": replaced})
     return _result(card, replaced), True
 
 

@@ -36,6 +36,10 @@ class Customer(Base):
     sex: Mapped[str | None] = mapped_column(String(8))
     age_band: Mapped[str | None] = mapped_column(String(8))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # set by erasure: the personal data is destroyed, this pseudonymous row stays
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # the retention job told the customer their account will close for inactivity
+    retention_notice_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class SurveyResponse(Base):

@@ -54,6 +54,7 @@ class Principal:
     store_id: int | None
     staff: StaffMember | None = None
     store_code: str | None = None
+    country: str | None = None  # the store's, for phone numbers typed without +33/+370
 
     @property
     def actor(self) -> str:
@@ -127,7 +128,7 @@ def authenticate() -> Principal:
     if scheme.lower() == "bearer" and value:
         # the store's code comes with the device: the tap needs it, in the same read
         row = session.execute(
-            select(Device.id, Device.role, Device.store_id, Store.code)
+            select(Device.id, Device.role, Device.store_id, Store.code, Store.country)
             .join(Store, Store.id == Device.store_id)
             .where(Device.key_hash == hash_key(value.strip()), Device.revoked_at.is_(None))
         ).first()
@@ -140,7 +141,7 @@ def authenticate() -> Principal:
             if c_scheme.lower() != "basic":
                 raise Problem("invalid-credentials", "X-Staff-Authorization must be Basic")
             staff = verify_staff(session, *_basic(c_value.strip()))
-        return Principal("device", row.role, row.id, row.store_id, staff, row.code)
+        return Principal("device", row.role, row.id, row.store_id, staff, row.code, row.country)
     if scheme.lower() == "basic" and value:
         member = verify_staff(session, *_basic(value.strip()))
         return Principal("staff", member.role, member.id, None, member)

@@ -52,7 +52,9 @@ class EnrolmentIn(BaseModel):
     phone: Phone | None = None
     language: Literal["fr", "lt", "en"]
     consents: Consents
-    consent_version: Annotated[str, StringConstraints(max_length=32)] = "v1"
+    consent_version: Annotated[str, StringConstraints(min_length=1, max_length=32)] = Field(
+        description="The version of the consent texts the customer was shown "
+                    "(GET /api/v1/consent-texts)")
     pin: Annotated[str, StringConstraints(pattern=r"^[0-9]{4,6}$")] | None = Field(
         default=None, description="Optional 4-6 digit PIN that confirms large redemptions")
     birth_date: date | None = None

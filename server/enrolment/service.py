@@ -14,7 +14,7 @@ from server.customers.service import summary
 from server.db import flush_or_replay
 from server.devices.auth import Principal, hash_password
 from server.enrolment.schemas import EnrolmentIn
-from server.privacy.models import PURPOSES, AuditEntry, Consent
+from server.privacy import audit, consent
 from server.vault.service import display_name, store_personal_data
 
 # Crockford's base32: no I, L, O, U, so a code read aloud or typed is hard to get wrong
@@ -38,14 +38,8 @@ def age_band(birth: date, today: date | None = None) -> str:
 
 
 def _result(main: Session, vault: Session, customer: Customer) -> dict:
-    consents = {p: False for p in PURPOSES}
-    for purpose, granted in main.execute(
-        select(Consent.purpose, Consent.granted)
-        .where(Consent.customer_id == customer.id).order_by(Consent.id)
-    ):
-        consents[purpose] = granted
     return {**summary(vault, customer.id, customer.language, customer.tier, customer.points),
-            "consents": consents}
+            "consents": consent.flags(main, customer.id)}
 
 
 def _replay(main: Session, vault: Session, device: Principal, event_id: str) -> dict | None:
@@ -72,6 +66,7 @@ def enrol(main: Session, vault: Session, device: Principal, req: EnrolmentIn) ->
         return previous, False
     if not req.consents.terms:
         raise Problem("consent-required")
+    consent.check_version(req.consent_version)
 
     customer_id = new_customer_id()
     while main.get(Customer, customer_id) is not None:  # 1 in a trillion, but never twice
@@ -95,14 +90,10 @@ def enrol(main: Session, vault: Session, device: Principal, req: EnrolmentIn) ->
     if previous is not None:
         return previous, False
 
-    for purpose in PURPOSES:
-        main.add(Consent(customer_id=customer_id, purpose=purpose,
-                         granted=getattr(req.consents, purpose),
-                         text_version=req.consent_version, device_id=device.id))
+    consent.append(main, device, customer_id, req.consents.model_dump(),
+                   version=req.consent_version, language=req.language, channel="kiosk")
     if req.survey:
         main.add(SurveyResponse(customer_id=customer_id, answers=req.survey))
-    main.add(AuditEntry(actor=device.actor, action="personal-data.create",
-                        customer_id=customer_id, detail={"via": "enrolment"}))
 
     personal = {
         "first_name": req.first_name,
@@ -113,7 +104,9 @@ def enrol(main: Session, vault: Session, device: Principal, req: EnrolmentIn) ->
         "gender": req.gender,
         "address": req.address,
     }
-    store_personal_data(vault, customer_id, personal)
+    store_personal_data(vault, customer_id, personal, device.country or "FR")
+    audit.record(main, device.actor, "personal-data.create", customer_id, view="enrolment",
+                 detail={"fields": sorted(k for k, v in personal.items() if v)})
     main.flush()
     return {
         "customer_id": customer_id,

@@ -18,11 +18,12 @@ from server.loyalty.ledger import InsufficientPoints, lot_reversal
 from server.loyalty.models import ImportedCustomer, PointsEntry
 from server.loyalty.programme import expiry_date
 from server.loyalty.service import update_tier
-from server.privacy.models import PURPOSES, AuditEntry, Consent
+from server.privacy import audit
+from server.privacy.models import PURPOSES, Consent
 from server.stores.models import Store
-from server.vault.crypto import blind_index, encrypt_record
+from server.vault.crypto import encrypt_record
 from server.vault.models import VaultRecord
-from server.vault.service import vault_keys
+from server.vault.service import index_columns, normalised, vault_keys
 
 log = logging.getLogger(__name__)
 entries = PointsEntry.__table__
@@ -117,13 +118,13 @@ def import_balances(main: Session, vault: Session, lines: Iterable[str], *, stor
             report.already += 1
             continue
         customer_id = new_customer_id()
-        personal = {k: data.get(k) for k in ("first_name", "last_name", "email", "phone")}
+        personal = normalised(
+            {k: data.get(k) for k in ("first_name", "last_name", "email", "phone")},
+            store.country)
         kid, wrapped, ciphertext = encrypt_record(keys, customer_id, personal)
-        vault.add(VaultRecord(
-            customer_id=customer_id, master_key_id=kid, wrapped_key=wrapped,
-            ciphertext=ciphertext,
-            email_index=blind_index(keys, "email", data["email"]) if data.get("email") else None,
-            phone_index=blind_index(keys, "phone", data["phone"]) if data.get("phone") else None))
+        vault.add(VaultRecord(customer_id=customer_id, master_key_id=kid, wrapped_key=wrapped,
+                              ciphertext=ciphertext,
+                              **index_columns(keys, personal, store.country)))
         vault.commit()
         try:
             main.add(Customer(id=customer_id, language=data["language"],
@@ -133,9 +134,9 @@ def import_balances(main: Session, vault: Session, lines: Iterable[str], *, stor
                 granted = purpose == "terms" or data.get(purpose, False)
                 main.add(Consent(customer_id=customer_id, purpose=purpose, granted=granted,
                                  text_version=f"import:{source}"[:32]))
-            main.add(AuditEntry(actor="cli:import", action="personal-data.create",
-                                customer_id=customer_id, detail={"via": "import"}))
             main.flush()
+            audit.record(main, "cli:import", "personal-data.create", customer_id,
+                         view="import", detail={"via": "import"})
             if data["points"]:
                 ledger.post(main, customer_id, data["points"], "import",
                             event_id=f"import:{data['source_id']}"[:64],

@@ -18,4 +18,6 @@ class Store(Base):
     name: Mapped[str] = mapped_column(String(120))
     # legacy cards identified by their UID alone (CARDS.md section 3): off unless enabled
     allow_uid_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    # ISO 3166 country (FR, LT): how a phone number typed without its +33/+370 is read
+    country: Mapped[str] = mapped_column(String(2), default="FR", server_default="FR")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

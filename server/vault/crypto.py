@@ -19,6 +19,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
+import phonenumbers
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from server.secrets_file import load_or_create_json
@@ -88,17 +89,31 @@ def decrypt_record(keys: VaultKeys, customer_id: str, master_key_id: int,
 
 
 def normalise_email(email: str) -> str:
+    """Case and surrounding spaces do not matter: ``" Anna@Example.FR "`` is anna@example.fr."""
     return email.strip().lower()
 
 
-def normalise_phone(phone: str) -> str:
-    digits = re.sub(r"[\s().-]", "", phone.strip())
-    if digits.startswith("00"):
-        digits = "+" + digits[2:]
-    return digits
+def normalise_phone(phone: str, country: str = "FR") -> str:
+    """The E.164 form of a phone number; without a +33/+370 it is read in ``country``.
+
+    ``06 12 34 56 78`` in France and ``+33 6 12 34 56 78`` or ``0033612345678`` anywhere are
+    all ``+33612345678``; ``8 612 34567`` (or ``0 612 34567``) in Lithuania is
+    ``+37061234567``. Text that is not a possible number keeps its digits (and a leading +),
+    so it still finds itself.
+    """
+    text = phone.strip()
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    try:
+        number = phonenumbers.parse(text, None if text.startswith("+") else country.upper())
+    except phonenumbers.NumberParseException:
+        number = None
+    if number is not None and phonenumbers.is_possible_number(number):
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return ("+" if text.startswith("+") else "") + re.sub(r"\D", "", text)
 
 
-def blind_index(keys: VaultKeys, kind: str, value: str) -> str:
+def blind_index(keys: VaultKeys, kind: str, value: str, country: str = "FR") -> str:
     """A keyed HMAC of a normalised value: exact lookup without storing the value."""
-    norm = normalise_email(value) if kind == "email" else normalise_phone(value)
+    norm = normalise_email(value) if kind == "email" else normalise_phone(value, country)
     return hmac.new(keys.index_key, f"{kind}:{norm}".encode(), hashlib.sha256).hexdigest()

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from flask import current_app
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from server.db import on_main_failure
-from server.vault.crypto import VaultKeys, blind_index, decrypt_record, encrypt_record
+from server.db import on_main_failure, utcnow
+from server.vault.crypto import (
+    VaultKeys,
+    blind_index,
+    decrypt_record,
+    encrypt_record,
+    normalise_email,
+    normalise_phone,
+)
 from server.vault.models import VaultRecord
 
 
@@ -20,21 +27,79 @@ def vault_keys() -> VaultKeys:
     return keys
 
 
-def store_personal_data(session: Session, customer_id: str, data: dict) -> None:
-    """Encrypt and add one customer's personal data; undone if the main database fails."""
+def index_columns(keys: VaultKeys, data: dict, country: str) -> dict:
+    return {
+        "email_index": blind_index(keys, "email", data["email"]) if data.get("email") else None,
+        "phone_index": (blind_index(keys, "phone", data["phone"], country)
+                        if data.get("phone") else None),
+    }
+
+
+def normalised(data: dict, country: str) -> dict:
+    """``data`` with the email in lower case and the phone in E.164 (+33..., +370...)."""
+    out = dict(data)
+    if out.get("email"):
+        out["email"] = normalise_email(out["email"])
+    if out.get("phone"):
+        out["phone"] = normalise_phone(out["phone"], country)
+    return out
+
+
+def store_personal_data(session: Session, customer_id: str, data: dict,
+                        country: str = "FR") -> None:
+    """Encrypt and add one customer's personal data; undone if the main database fails.
+
+    ``country`` is the store's: how a phone number without +33/+370 is read.
+    """
     keys = vault_keys()
+    data = normalised(data, country)
     kid, wrapped, ciphertext = encrypt_record(keys, customer_id, data)
-    session.add(VaultRecord(
-        customer_id=customer_id,
-        master_key_id=kid,
-        wrapped_key=wrapped,
-        ciphertext=ciphertext,
-        email_index=blind_index(keys, "email", data["email"]) if data.get("email") else None,
-        phone_index=blind_index(keys, "phone", data["phone"]) if data.get("phone") else None,
-    ))
+    session.add(VaultRecord(customer_id=customer_id, master_key_id=kid, wrapped_key=wrapped,
+                            ciphertext=ciphertext, **index_columns(keys, data, country)))
     session.flush()
     on_main_failure(lambda s: s.execute(
         delete(VaultRecord).where(VaultRecord.customer_id == customer_id)))
+
+
+def rewrite_personal_data(session: Session, customer_id: str, data: dict,
+                          country: str = "FR") -> None:
+    """Replace a customer's personal data (rectification): new data key, new indexes.
+
+    Raises:
+        LookupError: the customer has no personal data (erased).
+    """
+    keys = vault_keys()
+    data = normalised(data, country)
+    kid, wrapped, ciphertext = encrypt_record(keys, customer_id, data)
+    done = session.execute(
+        update(VaultRecord).where(VaultRecord.customer_id == customer_id)
+        .values(master_key_id=kid, wrapped_key=wrapped, ciphertext=ciphertext,
+                updated_at=utcnow(), **index_columns(keys, data, country)))
+    if done.rowcount != 1:
+        raise LookupError(customer_id)
+
+
+def destroy_personal_data(session: Session, customer_id: str) -> bool:
+    """Delete the row: ciphertext, wrapped data key and blind indexes (crypto-shredding).
+
+    Returns whether there was a row.
+    """
+    done = session.execute(delete(VaultRecord).where(VaultRecord.customer_id == customer_id))
+    return done.rowcount > 0
+
+
+def find_customers(session: Session, *, email: str | None = None, phone: str | None = None,
+                   country: str = "FR") -> list[str]:
+    """Customer ids whose email or phone is exactly this one (after normalisation)."""
+    keys = vault_keys()
+    query = select(VaultRecord.customer_id)
+    if email:
+        query = query.where(VaultRecord.email_index == blind_index(keys, "email", email))
+    if phone:
+        query = query.where(VaultRecord.phone_index == blind_index(keys, "phone", phone, country))
+    if not email and not phone:
+        return []
+    return list(session.scalars(query.order_by(VaultRecord.customer_id)))
 
 
 def read_personal_data(session: Session, customer_id: str) -> dict | None:

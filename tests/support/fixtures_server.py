@@ -377,7 +377,7 @@ class Api:
             "last_name": "Durand",
             "email": f"elodie.durand.{uuid.uuid4().hex[:8]}@example.org",
             "language": "fr",
-            "consents": {"terms": True},
+            "consents": {"terms": True}, "consent_version": "2026-11",
         }
         body.update(overrides)
         return body
