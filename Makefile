@@ -23,6 +23,7 @@ $(STAMP): pyproject.toml | sysdeps-build
 # compiled catalogues are build products, never committed
 translations: $(STAMP)
 	$(BIN)/pybabel compile -d kiosk_app/translations -D messages
+	$(BIN)/pybabel compile -d server/translations -D messages
 
 run: install
 	$(BIN)/python scripts/run_all.py

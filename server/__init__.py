@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from server import db
+from server import db, i18n
 from server.api.problems import Problem, from_problem, problem_response
 from server.config import load_config
 
@@ -32,6 +32,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.update(load_config(config))
     app.json.sort_keys = False
     db.Databases.init_app(app)
+    i18n.init_app(app)
 
     from server.api.views import api
     from server.cards.views import public

@@ -1,5 +1,7 @@
-"""Every kiosk string exists in French and Lithuanian, and the catalogues are current."""
+"""Every string of the kiosk and of the service exists in French and Lithuanian, and the
+catalogues are current."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -8,32 +10,44 @@ import pytest
 from babel.messages.pofile import read_po
 
 ROOT = Path(__file__).resolve().parent.parent
-TRANSLATIONS = ROOT / "kiosk_app" / "translations"
+# the application, the folder of its catalogues and its extraction config
+APPS = {
+    "kiosk": (ROOT / "kiosk_app" / "translations", "kiosk_app/babel.cfg"),
+    "server": (ROOT / "server" / "translations", "server/babel.cfg"),
+}
+CASES = [(app, lang) for app in APPS for lang in ("fr", "lt")]
 
 
 @pytest.fixture(scope="module")
 def extracted(tmp_path_factory):
-    """The messages in the code and templates now, extracted afresh."""
-    pot = tmp_path_factory.mktemp("pot") / "messages.pot"
-    subprocess.run([str(Path(sys.executable).parent / "pybabel"), "extract",
-                    "-F", "kiosk_app/babel.cfg", "-k", "_l", "--no-location", "-o", str(pot), "."],
-                   cwd=ROOT, check=True, capture_output=True)
-    return {m.id for m in read_po(pot.open("rb")) if m.id}
+    """The messages in the code and templates now, extracted afresh, per application."""
+    found = {}
+    for app, (_folder, cfg) in APPS.items():
+        pot = tmp_path_factory.mktemp("pot") / "messages.pot"
+        subprocess.run([str(Path(sys.executable).parent / "pybabel"), "extract", "-F", cfg,
+                        "-k", "_l", "--no-location", "-o", str(pot), "."],
+                       cwd=ROOT, check=True, capture_output=True)
+        found[app] = {m.id for m in read_po(pot.open("rb")) if m.id}
+    return found
 
 
-@pytest.mark.parametrize("lang", ["fr", "lt"])
-def test_every_message_is_translated(extracted, lang):
-    catalogue = read_po((TRANSLATIONS / lang / "LC_MESSAGES" / "messages.po").open("rb"))
+def _catalogue(app: str, lang: str):
+    return read_po((APPS[app][0] / lang / "LC_MESSAGES" / "messages.po").open("rb"))
+
+
+@pytest.mark.parametrize(("app", "lang"), CASES)
+def test_every_message_is_translated(extracted, app, lang):
+    catalogue = _catalogue(app, lang)
     translated = {m.id: m.string for m in catalogue if m.id}
-    missing = sorted(m for m in extracted if not translated.get(m))
-    assert not missing, f"{lang}: untranslated (run pybabel update and translate): {missing}"
+    missing = sorted(m for m in extracted[app] if not translated.get(m))
+    assert not missing, f"{app}/{lang}: untranslated (pybabel update, then translate): {missing}"
     fuzzy = sorted(m.id for m in catalogue if m.id and m.fuzzy)
-    assert not fuzzy, f"{lang}: fuzzy entries: {fuzzy}"
+    assert not fuzzy, f"{app}/{lang}: fuzzy entries: {fuzzy}"
 
 
-@pytest.mark.parametrize("lang", ["fr", "lt"])
-def test_placeholders_survive_translation(lang):
-    catalogue = read_po((TRANSLATIONS / lang / "LC_MESSAGES" / "messages.po").open("rb"))
-    for message in catalogue:
-        if message.id and "%(" in message.id:
-            assert "%(name)s" in message.string, message.id
+@pytest.mark.parametrize(("app", "lang"), CASES)
+def test_placeholders_survive_translation(app, lang):
+    for message in _catalogue(app, lang):
+        if message.id and isinstance(message.id, str) and "%(" in message.id:
+            for name in re.findall(r"%\((\w+)\)s", message.id):
+                assert f"%({name})s" in message.string, (app, lang, message.id)

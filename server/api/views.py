@@ -9,6 +9,7 @@ from server.api.problems import PROBLEMS, TYPE_PREFIX, Problem
 from server.cards.views import bp as cards_bp
 from server.enrolment.views import bp as enrolment_bp
 from server.loyalty.views import bp as loyalty_bp
+from server.privacy.views import bp as privacy_bp
 from server.taps.views import bp as taps_bp
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -16,6 +17,7 @@ api.register_blueprint(enrolment_bp)
 api.register_blueprint(cards_bp)
 api.register_blueprint(taps_bp)
 api.register_blueprint(loyalty_bp)
+api.register_blueprint(privacy_bp)
 
 
 @api.get("/openapi.json")

@@ -61,6 +61,8 @@ PASSWORDS = {"desk1": "desk1-secret-pw", "cashier1": "cashier1-secret-pw"}
 STAFF_ROLES = {"desk1": "desk", "cashier1": "cashier"}
 # added on demand by the ``manager`` fixture only (the seed stays two staff members)
 MANAGER, MANAGER_PASSWORD = "manager1", "manager1-secret-pw"
+ADMIN, ADMIN_PASSWORD = "admin1", "admin1-secret-pw"
+EXTRA = {MANAGER: MANAGER_PASSWORD, ADMIN: ADMIN_PASSWORD}
 
 
 # --------------------------------------------------------------------------- PostgreSQL
@@ -214,8 +216,7 @@ def _password_hash(username: str) -> str:
     from server.devices.auth import hash_password
 
     if username not in _HASHES:
-        _HASHES[username] = hash_password(
-            MANAGER_PASSWORD if username == MANAGER else PASSWORDS[username])
+        _HASHES[username] = hash_password(EXTRA.get(username) or PASSWORDS[username])
     return _HASHES[username]
 
 
@@ -342,19 +343,29 @@ def creds(app) -> Creds:
     return app.extensions["test.creds"]
 
 
-@pytest.fixture
-def manager(app, creds) -> str:
-    """A manager account ``manager1`` in store TEST (programme, adjustments); its username."""
+def _add_staff(app, creds: Creds, username: str, role: str) -> str:
     from server.staff.models import Staff
     from server.stores.models import Store
 
     with Session(app.extensions["loyalty.db"].main) as session:
         store_id = session.scalar(select(Store.id).where(Store.code == STORE))
-        session.add(Staff(username=MANAGER, role="manager", store_id=store_id,
-                          password_hash=_password_hash(MANAGER)))
+        session.add(Staff(username=username, role=role, store_id=store_id,
+                          password_hash=_password_hash(username)))
         session.commit()
-    creds.passwords[MANAGER] = MANAGER_PASSWORD
-    return MANAGER
+    creds.passwords[username] = EXTRA[username]
+    return username
+
+
+@pytest.fixture
+def manager(app, creds) -> str:
+    """A manager account ``manager1`` in store TEST (programme, adjustments); its username."""
+    return _add_staff(app, creds, MANAGER, "manager")
+
+
+@pytest.fixture
+def admin(app, creds) -> str:
+    """An admin account ``admin1`` in store TEST (audit log); its username."""
+    return _add_staff(app, creds, ADMIN, "admin")
 
 
 @pytest.fixture
