@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from server.devices.auth import hash_key, hash_password, new_device_key
 from server.devices.models import ROLES as DEVICE_ROLES
 from server.devices.models import Device
+from server.privacy.cli import privacy_cli
 from server.staff.models import ROLES as STAFF_ROLES
 from server.staff.models import Staff
 from server.stores.models import Store
@@ -35,6 +36,7 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(points_cli)
     app.cli.add_command(tiers_cli)
     app.cli.add_command(import_cli)
+    app.cli.add_command(privacy_cli)
 
 
 @click.group("db", cls=AppGroup, help="Database schema.")
@@ -60,11 +62,16 @@ def stores_cli() -> None:
 @click.option("--name", required=True)
 @click.option("--allow-uid-only/--no-allow-uid-only", default=False,
               help="Accept legacy cards identified by their UID alone (weak)")
-def stores_add(code: str, name: str, allow_uid_only: bool) -> None:
+@click.option("--country", type=click.Choice(["FR", "LT"], case_sensitive=False),
+              default=None, help="How phone numbers typed without +33/+370 are read "
+                                 "(default: DEFAULT_COUNTRY)")
+def stores_add(code: str, name: str, allow_uid_only: bool, country: str | None) -> None:
+    country = (country or current_app.config["DEFAULT_COUNTRY"]).upper()
     with _main() as session:
         if session.scalar(select(Store.id).where(Store.code == code)):
             raise click.ClickException(f"store {code} exists already")
-        session.add(Store(code=code, name=name, allow_uid_only=allow_uid_only))
+        session.add(Store(code=code, name=name, allow_uid_only=allow_uid_only,
+                          country=country))
         session.commit()
     click.echo(f"store {code} added")
 
