@@ -32,13 +32,14 @@ from device_drivers.base import (
     open_reader,
 )
 from device_drivers.forwarder import ServerProblem, ServerUnavailable, ServiceClient
-from device_drivers.settings import load_settings
+from device_drivers.settings import configure_logging, load_settings
 
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 DEFAULTS: dict[str, Any] = {
     "SERVER_URL": "http://127.0.0.1:8000",
+    "LOG_LEVEL": "INFO",
     "DEVICE_KEY": "",
     "READERS": "sim:",  # URIs separated by commas
     "REQUEST_TIMEOUT": 5.0,
@@ -282,6 +283,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the agent's local web app; ``app.extensions["agent"].start()`` starts the readers."""
     app = Flask(__name__, template_folder=str(TEMPLATES), static_folder=None)
     settings = load_settings(DEFAULTS, config)
+    configure_logging(settings["LOG_LEVEL"])
     app.config.update(settings)
     app.extensions["agent"] = Agent(settings)
     app.register_blueprint(bp)

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 PREFIX = "LOYALTY_"
+
+
+def configure_logging(level: str) -> None:
+    """Send log records to stderr (the journal under systemd) unless something already does.
+
+    ``LOYALTY_LOG_LEVEL`` picks the level. Nothing the processes log carries personal data,
+    keys or card tokens, at any level (tests/test_make_run.py runs at DEBUG and checks).
+    """
+    logging.basicConfig(level=level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def load_settings(defaults: dict[str, Any], overrides: dict[str, Any] | None = None,

@@ -15,7 +15,7 @@ from flask_babel import Babel
 from flask_wtf.csrf import CSRFProtect
 
 from device_drivers.forwarder import ServiceClient
-from device_drivers.settings import load_settings
+from device_drivers.settings import configure_logging, load_settings
 from kiosk_app.printing import PrinterWorker
 
 HERE = Path(__file__).resolve().parent
@@ -24,6 +24,7 @@ LANGUAGES = {"fr": "Français", "lt": "Lietuvių", "en": "English"}
 
 DEFAULTS: dict[str, Any] = {
     "SERVER_URL": "http://127.0.0.1:8000",
+    "LOG_LEVEL": "INFO",
     "DEVICE_KEY": "",
     "PRINTER": "file:instance/printer-output.bin",
     "SHOP_NAME": "Demo shop",
@@ -64,6 +65,7 @@ def _secret_key(instance: Path) -> str:
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the kiosk app; the printer thread starts with the first print."""
     settings = load_settings(DEFAULTS, config)
+    configure_logging(settings["LOG_LEVEL"])
     app = Flask(__name__, template_folder=str(TEMPLATES), static_folder=str(HERE / "static"))
     app.config.update(settings)
     app.config["SECRET_KEY"] = settings["SECRET_KEY"] or _secret_key(

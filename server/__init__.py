@@ -30,6 +30,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     """
     app = Flask(__name__, template_folder=str(TEMPLATES))
     app.config.update(load_config(config))
+    # to stderr (the journal) unless something already handles logs; never personal data
+    logging.basicConfig(level=str(app.config["LOG_LEVEL"]).upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app.json.sort_keys = False
     db.Databases.init_app(app)
     i18n.init_app(app)
