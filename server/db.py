@@ -76,7 +76,23 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=5000")
+    # deleted rows are overwritten, not just unlinked: an erased customer's vault row does
+    # not linger in free pages of the file (see ``shred_wal``)
+    cur.execute("PRAGMA secure_delete=ON")
     cur.close()
+
+
+class _HideRows(logging.Filter):
+    """SQLAlchemy logs every result row at DEBUG (``"Row %r"``), whatever ``hide_parameters``
+    says: survey answers, staff notes, ciphertext. Keep the line, drop the values."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "Row %r":
+            record.msg, record.args = "Row (values hidden)", ()
+        return True
+
+
+logging.getLogger("sqlalchemy.engine.Engine").addFilter(_HideRows())
 
 
 def make_engine(url: str, echo: bool = False) -> Engine:
@@ -158,11 +174,35 @@ def on_main_failure(undo: Callable[[Session], None]) -> None:
     g.setdefault("vault_undo", []).append(undo)
 
 
+def after_commit(step: Callable[[], None]) -> None:
+    """Run ``step`` once the request's commits have succeeded (never on a failure)."""
+    g.setdefault("after_commit", []).append(step)
+
+
+def shred_wal(*engines: Engine) -> None:
+    """Checkpoint and truncate SQLite write-ahead logs, after an erasure.
+
+    The WAL keeps copies of pages as they were, ciphertext included, until it is checkpointed
+    and reset; TRUNCATE copies the pages back (overwritten, thanks to secure_delete) and
+    empties the file. Best effort: a long reader can make it partial, and the next erasure
+    or the retention job tries again. PostgreSQL needs nothing here: a dump holds live rows
+    only, and VACUUM reclaims dead ones.
+    """
+    for engine in engines:
+        if engine.dialect.name != "sqlite":
+            continue
+        with engine.connect() as conn:
+            busy, _log, _done = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+            if busy:
+                log.warning("WAL checkpoint after erasure was partial (a reader was busy)")
+
+
 def finish_request(success: bool) -> None:
     """Commit (vault, then main) or roll back everything the request did. The one commit."""
     vault = g.pop("vault_session", None)
     main = g.pop("main_session", None)
     undo = g.pop("vault_undo", [])
+    later = g.pop("after_commit", [])
     try:
         if not success:
             return
@@ -179,6 +219,11 @@ def finish_request(success: bool) -> None:
                             step(fix)
                         fix.commit()
                 raise
+        for step in later:
+            try:
+                step()
+            except Exception:  # committed already: the answer stays a success
+                log.exception("a step after the commit failed")
     finally:
         for session in (vault, main):
             if session is not None:
