@@ -17,11 +17,12 @@ from server.loyalty.schemas import (
     RefundIn,
     RefundOut,
 )
+from server.privacy.schemas import ConsentChangeIn, ErasureIn, RectifyIn, SearchIn
 from server.taps.schemas import CustomerRecord, TapIn
 
 MODELS = (EnrolmentIn, EnrolmentOut, CardIn, CardOut, TapIn, CustomerRecord, PurchaseIn,
           PurchaseOut, RefundIn, RefundOut, RedemptionIn, RedemptionOut, AdjustmentIn,
-          AdjustmentOut)
+          AdjustmentOut, ConsentChangeIn, SearchIn, RectifyIn, ErasureIn)
 CARD = ("card-token-malformed", "card-token-version", "card-token-unknown-key",
         "card-token-forged", "card-not-found", "card-revoked", "card-superseded",
         "customer-not-found")
@@ -61,6 +62,74 @@ def _operation(summary: str, roles: str, body: str, status: str, out: str, *prob
         "responses": {status: {"description": "OK",
                                "content": {"application/json": {"schema": _ref(out)}}},
                       **_problems(*COMMON, *problems)},
+    }
+
+
+AUTH = ("unauthenticated", "invalid-credentials", "forbidden-role", "service-unavailable")
+CUSTOMER_ID = [{"name": "customer_id", "in": "path", "required": True,
+                "schema": {"type": "string"}}]
+
+
+def _privacy(summary: str, roles: str, body: str | None, *problems: str) -> dict:
+    """A staff operation on personal data: every call is entered in the audit log."""
+    op = {
+        "summary": summary,
+        "description": f"Roles: {roles}. Entered in the audit log (who, when, which "
+                       "customer, which view).",
+        "security": [{"staffBasic": []}],
+        "responses": {"200": {"description": "OK", "content": {"application/json": {}}},
+                      **_problems(*AUTH, *problems)},
+    }
+    if body:
+        op["requestBody"] = {"required": True,
+                             "content": {"application/json": {"schema": _ref(body)}}}
+        op["responses"].update(_problems(*AUTH, "malformed-json", "unsupported-media-type",
+                                         "validation-error", *problems))
+    return op
+
+
+def _privacy_paths() -> dict:
+    staff = "desk, manager, admin"
+    return {
+        "/consent-texts": {"get": {
+            "summary": "The published consent texts by version and language (public)",
+            "responses": {"200": {"description": "current version and texts"}}}},
+        "/customers/search": {"post": _privacy(
+            "Exact lookup by email or phone (normalised: case, spaces, +33/+370)", staff,
+            "SearchIn")},
+        "/customers/{customer_id}/consents": {
+            "parameters": CUSTOMER_ID,
+            "get": _privacy("Current consent state and the whole ledger", staff, None,
+                            "customer-not-found"),
+            "post": _privacy("Record new decisions (given or withdrawn)", staff,
+                             "ConsentChangeIn", "customer-not-found", "customer-erased",
+                             "consent-version-unknown", "consent-terms-withdrawal"),
+        },
+        "/customers/{customer_id}/personal-data": {
+            "parameters": CUSTOMER_ID,
+            "get": _privacy("Identity and contact details", staff, None,
+                            "customer-not-found", "customer-erased"),
+            "patch": _privacy("Rectify personal data, with a reason", staff, "RectifyIn",
+                              "customer-not-found", "customer-erased"),
+        },
+        "/customers/{customer_id}/export": {
+            "parameters": [*CUSTOMER_ID, {"name": "format", "in": "query",
+                                          "schema": {"enum": ["json", "html"]}}],
+            "get": _privacy("Right of access: everything held, as JSON or a readable "
+                            "document in the customer's language", staff, None,
+                            "customer-not-found"),
+        },
+        "/customers/{customer_id}/erasure": {
+            "parameters": CUSTOMER_ID,
+            "post": _privacy("Right to erasure: the vault row and its key are destroyed, "
+                             "cards revoked, pseudonymous history kept", "manager, admin",
+                             "ErasureIn", "customer-not-found"),
+        },
+        "/privacy/retention": {"get": _privacy(
+            "Customers inactive past the retention period", "manager, admin", None)},
+        "/audit": {"get": _privacy("The audit log, newest first", "admin", None)},
+        "/audit/verify": {"get": _privacy("Recompute the audit log's hash chain", "admin",
+                                          None)},
     }
 
 
@@ -129,6 +198,11 @@ def build() -> dict:
                     "A manual adjustment with its reason", "manager, admin", "AdjustmentIn",
                     "201", "AdjustmentOut", "customer-not-found", "insufficient-points",
                     "event-id-conflict"),
+                "get": {"summary": "The points ledger of one customer, newest first "
+                                   "(desk, manager, admin)",
+                        "security": [{"staffBasic": []}],
+                        "responses": {"200": {"description": "entries and balance"},
+                                      **_problems(*AUTH, "customer-not-found")}},
             },
             "/programme": {
                 "get": {"summary": "The programme in force (rules, tiers, rewards)",
@@ -142,5 +216,6 @@ def build() -> dict:
                                       **_problems("invalid-programme", "forbidden-role",
                                                   "unauthenticated")}},
             },
+            **_privacy_paths(),
         },
     }

@@ -1,0 +1,1 @@
+"""Outgoing mail: one function, ``send``, over SMTP or into a folder (the default)."""

@@ -1,0 +1,93 @@
+"""Reading, finding and correcting personal data: every call is entered in the audit log.
+
+The API and the back office both come through here, so neither can read the vault without
+leaving a trace. ``view`` names the screen or endpoint that showed the data.
+"""
+
+from __future__ import annotations
+
+from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from server.api.problems import Problem
+from server.customers.models import Customer
+from server.devices.auth import Principal
+from server.privacy import access, audit
+from server.privacy.schemas import RectifyIn
+from server.vault.service import (
+    display_name,
+    find_customers,
+    read_personal_data,
+    rewrite_personal_data,
+)
+
+# who may see and correct personal data, export it, erase it, and read the audit log
+READ_ROLES = ("desk", "manager", "admin")
+ERASE_ROLES = ("manager", "admin")
+AUDIT_ROLES = ("admin",)
+
+
+def country_of(principal: Principal) -> str:
+    return principal.country or current_app.config["DEFAULT_COUNTRY"]
+
+
+def _customer(main: Session, customer_id: str, *, live: bool = True) -> Customer:
+    customer = main.get(Customer, customer_id)
+    if customer is None:
+        raise Problem("customer-not-found")
+    if live and customer.erased_at is not None:
+        raise Problem("customer-erased")
+    return customer
+
+
+def read(main: Session, vault: Session, principal: Principal, customer_id: str,
+         view: str) -> dict:
+    """One customer's personal data, for a role allowed to see it; audited."""
+    _customer(main, customer_id)
+    data = read_personal_data(vault, customer_id) or {}
+    audit.record(main, principal.actor, "personal-data.read", customer_id, view=view)
+    return {"customer_id": customer_id, **data}
+
+
+def search(main: Session, vault: Session, principal: Principal, *, email: str | None,
+           phone: str | None, country: str | None, view: str) -> list[dict]:
+    """Customers whose email or phone is exactly this; audited (which fields, not values)."""
+    ids = find_customers(vault, email=email, phone=phone,
+                         country=country or country_of(principal))
+    rows = main.execute(select(Customer.id, Customer.tier, Customer.points)
+                        .where(Customer.id.in_(ids), Customer.erased_at.is_(None))).all()
+    found = []
+    for row in rows:
+        found.append({"customer_id": row.id, "tier": row.tier, "points": row.points,
+                      "display_name": display_name(read_personal_data(vault, row.id))})
+    audit.record(main, principal.actor, "personal-data.search", None, view=view,
+                 detail={"by": [k for k, v in (("email", email), ("phone", phone)) if v],
+                         "found": [f["customer_id"] for f in found]})
+    return found
+
+
+def rectify(main: Session, vault: Session, principal: Principal, customer_id: str,
+            req: RectifyIn, view: str) -> dict:
+    """Correct personal data; the audit log names the fields changed, never their values."""
+    _customer(main, customer_id)
+    data = read_personal_data(vault, customer_id)
+    if data is None:
+        raise Problem("customer-erased")
+    changes = req.model_dump(include=req.model_fields_set - {"reason"}, mode="json")
+    changed = sorted(k for k, v in changes.items() if data.get(k) != v)
+    data.update(changes)
+    rewrite_personal_data(vault, customer_id, data, country_of(principal))
+    audit.record(main, principal.actor, "personal-data.rectify", customer_id, view=view,
+                 detail={"fields": changed, "reason": req.reason})
+    return {"customer_id": customer_id, "changed": changed,
+            **(read_personal_data(vault, customer_id) or {})}
+
+
+def export(main: Session, vault: Session, principal: Principal, customer_id: str,
+           view: str) -> dict:
+    """Everything held about the customer (right of access); audited."""
+    _customer(main, customer_id, live=False)
+    document = access.export(main, vault, customer_id)
+    audit.record(main, principal.actor, "personal-data.export", customer_id, view=view)
+    return document
