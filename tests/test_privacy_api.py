@@ -291,6 +291,9 @@ def test_erasure_shreds_the_vault_revokes_cards_and_keeps_the_history(app, api, 
     # the card stops at the till, with the reason
     body = assert_problem(api.tap(url=card["url"]), 410, "card-revoked")
     assert body["reason"] == "erased"
+    # nor does the customer id alone earn or spend anything any more
+    assert_problem(api.purchase([api.line("SKU-9", 1, "5.00")], customer_id=cid), 410,
+                   "customer-erased")
     # the desk finds nobody any more
     desk = creds.staff_auth("desk1")
     assert api.client.post("/api/v1/customers/search", headers=desk,

@@ -25,7 +25,7 @@ MODELS = (EnrolmentIn, EnrolmentOut, CardIn, CardOut, TapIn, CustomerRecord, Pur
           AdjustmentOut, ConsentChangeIn, SearchIn, RectifyIn, ErasureIn)
 CARD = ("card-token-malformed", "card-token-version", "card-token-unknown-key",
         "card-token-forged", "card-not-found", "card-revoked", "card-superseded",
-        "customer-not-found")
+        "customer-not-found", "customer-erased")
 
 
 def _ref(name: str) -> dict:

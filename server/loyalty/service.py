@@ -63,6 +63,8 @@ def _customer(main: Session, ref: CustomerRef) -> tuple[Customer, str | None]:
     customer = main.scalar(select(Customer).where(Customer.id == customer_id))
     if customer is None:
         raise Problem("customer-not-found")
+    if customer.erased_at is not None:  # their cards are revoked; the id alone is not enough
+        raise Problem("customer-erased")
     return customer, card_id
 
 
