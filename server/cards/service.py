@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from datetime import UTC, datetime, timedelta
 
@@ -18,6 +19,7 @@ from server.customers.models import Customer
 from server.db import flush_or_replay, utcnow
 from server.devices.auth import Principal
 from server.privacy import audit
+from server.secrets_file import KeyMap, WatchedFile
 from server.staff.models import CARD_ROLES
 
 cards, customers = Card.__table__, Customer.__table__
@@ -30,12 +32,24 @@ CARD_SELECT = select(
 
 
 def keyring() -> CardKeyring:
-    """The app's card keys, read once per process from the key file."""
-    ring = current_app.extensions.get("loyalty.card_keys")
-    if ring is None:
-        ring = load_keyring(current_app.config["CARD_KEYS_FILE"])
-        current_app.extensions["loyalty.card_keys"] = ring
-    return ring
+    """The app's card keys, re-read when the key file changes (docs/KEYS.md).
+
+    The file is checked at most once per ``KEY_FILE_CHECK_INTERVAL`` seconds (default 1);
+    a token naming a key id this process lacks makes it look at once (a stat, and a
+    forced re-read at most once per interval): the key was added a moment ago.
+    """
+    interval = float(current_app.config.get("KEY_FILE_CHECK_INTERVAL", 1.0))
+    watched = current_app.extensions.get("loyalty.card_keys")
+    if watched is None:
+        def load(path: str) -> CardKeyring:
+            ring = load_keyring(path)
+            return dataclasses.replace(ring, keys=KeyMap(
+                ring.keys, lambda key_id: watched.refresh().keys.known(key_id)))
+
+        watched = WatchedFile(current_app.config["CARD_KEYS_FILE"], load, interval)
+        current_app.extensions["loyalty.card_keys"] = watched
+    watched.interval = interval
+    return watched.get()
 
 
 def card_url(tok: str) -> str:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from flask import current_app
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from server.db import on_main_failure, utcnow
+from server.secrets_file import KeyMap, WatchedFile
 from server.vault.crypto import (
     VaultKeys,
     blind_index,
@@ -19,12 +22,24 @@ from server.vault.models import VaultRecord
 
 
 def vault_keys() -> VaultKeys:
-    """The app's vault keys, read once per process from the key file."""
-    keys = current_app.extensions.get("loyalty.vault_keys")
-    if keys is None:
-        keys = VaultKeys.load(current_app.config["VAULT_KEY_FILE"])
-        current_app.extensions["loyalty.vault_keys"] = keys
-    return keys
+    """The app's vault keys, re-read when the key file changes (docs/KEYS.md).
+
+    The file is checked at most once per ``KEY_FILE_CHECK_INTERVAL`` seconds (default 1);
+    a row under a master key id this process lacks makes it look at once (a stat, and
+    a forced re-read at most once per interval): the key was added a moment ago.
+    """
+    interval = float(current_app.config.get("KEY_FILE_CHECK_INTERVAL", 1.0))
+    watched = current_app.extensions.get("loyalty.vault_keys")
+    if watched is None:
+        def load(path: str) -> VaultKeys:
+            keys = VaultKeys.load(path)
+            return dataclasses.replace(keys, master=KeyMap(
+                keys.master, lambda key_id: watched.refresh().master.known(key_id)))
+
+        watched = WatchedFile(current_app.config["VAULT_KEY_FILE"], load, interval)
+        current_app.extensions["loyalty.vault_keys"] = watched
+    watched.interval = interval
+    return watched.get()
 
 
 def index_columns(keys: VaultKeys, data: dict, country: str) -> dict:
