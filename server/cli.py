@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from server.devices.auth import hash_key, hash_password, new_device_key
 from server.devices.models import ROLES as DEVICE_ROLES
 from server.devices.models import Device
+from server.keys.cli import keys_cli
 from server.privacy.cli import privacy_cli
 from server.staff.models import ROLES as STAFF_ROLES
 from server.staff.models import Staff
@@ -37,6 +38,7 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(tiers_cli)
     app.cli.add_command(import_cli)
     app.cli.add_command(privacy_cli)
+    app.cli.add_command(keys_cli)
 
 
 @click.group("db", cls=AppGroup, help="Database schema.")
