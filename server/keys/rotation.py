@@ -57,7 +57,8 @@ def read_key_file(path: str | os.PathLike) -> dict:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise RotationError(
-            f"no key file at {path}: is this the configuration the servers use?") from None
+            f"no key file at {path} (the service creates it on first use): is this the "
+            "configuration the servers use?") from None
 
 
 @contextlib.contextmanager
