@@ -279,7 +279,9 @@ def _key_id(card: dict) -> int:
 
 
 def test_rotate_and_retire_card_keys(app, api):
-    _, old = api.customer_with_card()
+    cid = api.enrol().get_json()["customer_id"]
+    issue_event = str(uuid.uuid4())
+    old = api.issue_card(cid, event_id=issue_event).get_json()
     assert _key_id(old) == 1
 
     rotated = _keys(app, "rotate-cards")
@@ -309,6 +311,8 @@ def test_rotate_and_retire_card_keys(app, api):
     assert _file(app, "CARD_KEYS_FILE")["retired"] == [1]
     app.extensions["loyalty.card_keys"].expire()
     assert_problem(api.tap(url=old["url"]), 422, "card-token-unknown-key")
+    # a kiosk retrying that first issue gets a clear problem, not a 500
+    assert_problem(api.issue_card(cid, event_id=issue_event), 422, "card-token-unknown-key")
     _tap_ok(api, new)
 
     status = _keys(app, "status")

@@ -57,7 +57,11 @@ def card_url(tok: str) -> str:
 
 
 def _result(card: Card, replaced: list[str]) -> dict:
-    tok = token.encode(card.key_id, keyring().keys[card.key_id], bytes.fromhex(card.id),
+    key = keyring().keys.get(card.key_id)
+    if key is None:  # a replayed issue of a card whose key was retired since
+        raise Problem("card-token-unknown-key",
+                      "this card's key has been retired: issue a replacement card")
+    tok = token.encode(card.key_id, key, bytes.fromhex(card.id),
                        card.generation)
     url = card_url(tok)
     return {"card_id": card.id, "customer_id": card.customer_id, "kind": card.kind,

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from server.cards.models import Card
 from server.secrets_file import write_json
-from server.vault.crypto import VaultError, VaultKeys, _open, _seal  # the vault's own wrap
+from server.vault.crypto import VaultError, VaultKeys, unwrap_key, wrap_key
 from server.vault.models import VaultRecord
 
 CARD_KEY_IDS = range(16)  # the token's key id is 4 bits (CARDS.md section 1)
@@ -124,7 +124,7 @@ def check_vault_keys(vault: Session, keys: VaultKeys) -> None:
         try:
             if master is None:
                 raise VaultError(f"master key {key_id} is not in the key file")
-            _open(master, row.wrapped_key, b"wrap:" + row.customer_id.encode())
+            unwrap_key(master, row.customer_id, row.wrapped_key)
         except VaultError as exc:
             raise RotationError(
                 f"the key file does not open the vault's rows under master key {key_id} "
@@ -185,12 +185,11 @@ def _rewrap_pass(new_session: Callable[[], Session], path: str | os.PathLike, ke
             if not rows:
                 return changed
             for row in rows:
-                aad = b"wrap:" + row.customer_id.encode()
                 old_master = keys.master.get(row.master_key_id)
                 try:
                     if old_master is None:
                         raise VaultError(f"master key {row.master_key_id} is not in the file")
-                    data_key = _open(old_master, row.wrapped_key, aad)
+                    data_key = unwrap_key(old_master, row.customer_id, row.wrapped_key)
                 except VaultError as exc:
                     report.failed[row.customer_id] = str(exc)
                     continue
@@ -199,7 +198,8 @@ def _rewrap_pass(new_session: Callable[[], Session], path: str | os.PathLike, ke
                     .where(records.c.customer_id == row.customer_id,
                            records.c.master_key_id == row.master_key_id,
                            records.c.wrapped_key == row.wrapped_key)
-                    .values(master_key_id=current, wrapped_key=_seal(new_master, data_key, aad)))
+                    .values(master_key_id=current,
+                            wrapped_key=wrap_key(new_master, row.customer_id, data_key)))
                 if done.rowcount == 1:
                     changed += 1
                     report.failed.pop(row.customer_id, None)

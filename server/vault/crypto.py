@@ -64,12 +64,26 @@ def _open(key: bytes, blob: bytes, aad: bytes) -> bytes:
         raise VaultError("vault record does not decrypt (wrong key or altered)") from exc
 
 
+def wrap_key(master: bytes, customer_id: str, data_key: bytes) -> bytes:
+    """A customer's data key, encrypted under a master key (what ``wrapped_key`` holds)."""
+    return _seal(master, data_key, b"wrap:" + customer_id.encode())
+
+
+def unwrap_key(master: bytes, customer_id: str, wrapped: bytes) -> bytes:
+    """The data key back from ``wrap_key``.
+
+    Raises:
+        VaultError: wrong master key, another customer's row, or altered bytes.
+    """
+    return _open(master, wrapped, b"wrap:" + customer_id.encode())
+
+
 def encrypt_record(keys: VaultKeys, customer_id: str, data: dict) -> tuple[int, bytes, bytes]:
     """Encrypt ``data`` under a new data key. Returns ``(master_key_id, wrapped, ciphertext)``."""
     data_key = AESGCM.generate_key(bit_length=256)
     aad = customer_id.encode()
     plaintext = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
-    wrapped = _seal(keys.master[keys.current], data_key, b"wrap:" + aad)
+    wrapped = wrap_key(keys.master[keys.current], customer_id, data_key)
     return keys.current, wrapped, _seal(data_key, plaintext, b"data:" + aad)
 
 
@@ -84,7 +98,7 @@ def decrypt_record(keys: VaultKeys, customer_id: str, master_key_id: int,
     if master is None:
         raise VaultError(f"vault master key {master_key_id} is not configured")
     aad = customer_id.encode()
-    data_key = _open(master, wrapped, b"wrap:" + aad)
+    data_key = unwrap_key(master, customer_id, wrapped)
     return json.loads(_open(data_key, ciphertext, b"data:" + aad))
 
 
