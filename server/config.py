@@ -22,6 +22,13 @@ DEFAULTS: dict[str, Any] = {
     "VAULT_KEY_FILE": None,  # <instance>/vault.key
     "CARD_KEYS_FILE": None,  # <instance>/card-keys.json
     "AUDIT_KEY_FILE": None,  # <instance>/audit.key: the audit chain's HMAC key
+    # <instance>/server-secret.key: signs the back office's session cookie (and its CSRF
+    # tokens); created on first use unless SECRET_KEY itself is given
+    "SECRET_KEY_FILE": None,
+    # true behind HTTPS: the back office's cookie is then never sent over plain HTTP
+    "SESSION_COOKIE_SECURE": False,
+    # a back-office session ends after this many seconds without a request
+    "PERMANENT_SESSION_LIFETIME": 8 * 3600,
     # a phone number typed without +33/+370 is read as a number of the store's country,
     # or of this one when there is no store (ISO 3166: FR, LT)
     "DEFAULT_COUNTRY": "FR",
@@ -43,8 +50,8 @@ DEFAULTS: dict[str, Any] = {
 }
 
 _INTS = {"KIOSK_ISSUE_WINDOW", "MAX_CONTENT_LENGTH", "RETENTION_INACTIVE_DAYS",
-         "RETENTION_NOTICE_DAYS"}
-_BOOLS = {"SQL_ECHO"}
+         "RETENTION_NOTICE_DAYS", "PERMANENT_SESSION_LIFETIME"}
+_BOOLS = {"SQL_ECHO", "SESSION_COOKIE_SECURE"}
 
 
 def _coerce(key: str, value: Any) -> Any:
@@ -79,6 +86,7 @@ def load_config(overrides: dict[str, Any] | None = None,
         "VAULT_KEY_FILE": str(instance / "vault.key"),
         "CARD_KEYS_FILE": str(instance / "card-keys.json"),
         "AUDIT_KEY_FILE": str(instance / "audit.key"),
+        "SECRET_KEY_FILE": str(instance / "server-secret.key"),
         "MAIL_URL": f"file:{instance / 'outbox'}",
     }
     for key, value in defaults.items():

@@ -1,0 +1,170 @@
+"""Who is using the back office: the session cookie, CSRF on every form, login and roles.
+
+The session is Flask's signed cookie, signed with ``SECRET_KEY`` or else with a key read from
+``SECRET_KEY_FILE`` (created on first use, like the other key files). It holds the staff
+member's id only: the account is read again on every request, so a disabled account or a
+new role counts at once. CSRF protection covers every POST of the service except the
+``/api/v1`` blueprints, which authenticate each request by header and never by cookie.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Flask, abort, flash, redirect, request, session, url_for
+from flask.sessions import SecureCookieSessionInterface
+from flask_babel import lazy_gettext as _l
+from flask_login import LoginManager, UserMixin, current_user
+from flask_wtf.csrf import CSRFProtect
+from sqlalchemy import select
+
+from server.db import main_session
+from server.devices.auth import Principal, StaffMember
+from server.secrets_file import load_or_create_json
+from server.staff.models import Staff
+from server.stores.models import Store
+
+log = logging.getLogger(__name__)
+
+URL_PREFIX = "/backoffice"
+csrf = CSRFProtect()
+login_manager = LoginManager()
+# kept when a login starts or ends: the staff member's choice of language
+KEPT = ("lang",)
+
+
+class KeyFileSessionInterface(SecureCookieSessionInterface):
+    """Signed-cookie sessions whose key comes from ``SECRET_KEY_FILE`` when none is set.
+
+    Read when the first request opens a session, not when the app is created, so creating
+    the app touches no file; two workers starting together agree on one key file.
+    """
+
+    def get_signing_serializer(self, app: Flask):
+        if not app.secret_key:
+            data = load_or_create_json(app.config["SECRET_KEY_FILE"],
+                                       lambda: {"key": secrets.token_hex(32)})
+            app.secret_key = data["key"]
+        return super().get_signing_serializer(app)
+
+
+@dataclass(frozen=True)
+class StaffUser(UserMixin):
+    """The logged-in staff member, as read from the database on this request."""
+
+    id: int
+    username: str
+    role: str
+    store_id: int | None
+    store_code: str | None
+    country: str | None
+
+    def get_id(self) -> str:
+        return str(self.id)
+
+    @property
+    def principal(self) -> Principal:
+        """The caller the privacy services audit (``staff:<id>``)."""
+        return Principal("staff", self.role, self.id, self.store_id,
+                         StaffMember(self.id, self.username, self.role), self.store_code,
+                         self.country)
+
+
+def load_staff(staff_id: int) -> StaffUser | None:
+    """The enabled staff member with this id, or None."""
+    row = main_session().execute(
+        select(Staff.id, Staff.username, Staff.role, Staff.store_id, Store.code, Store.country)
+        .outerjoin(Store, Store.id == Staff.store_id)
+        .where(Staff.id == staff_id, Staff.disabled_at.is_(None))
+    ).first()
+    return StaffUser(*row) if row else None
+
+
+@login_manager.user_loader
+def _user(user_id: str) -> StaffUser | None:
+    return load_staff(int(user_id)) if user_id.isdigit() else None
+
+
+@login_manager.unauthorized_handler
+def _log_in_first():
+    """To the login page; back to the page asked for afterwards (a GET: a form is lost)."""
+    flash(str(login_manager.login_message), "info")
+    after = request.full_path.rstrip("?") if request.method == "GET" else None
+    return redirect(url_for(login_manager.login_view, next=after))
+
+
+def restart_session() -> None:
+    """Empty the session but for the language: at login (no fixation) and at logout."""
+    kept = {k: session[k] for k in KEPT if k in session}
+    session.clear()
+    session.update(kept)
+
+
+def forget_stale_login() -> None:
+    """A session whose staff member is gone or disabled is emptied, not kept for later."""
+    if request.endpoint == "backoffice.static":
+        return
+    if session.get("_user_id") and not current_user.is_authenticated:
+        log.info("back-office session of staff %s ended: account disabled or removed",
+                 session.get("_user_id"))
+        restart_session()
+
+
+def roles_required(*roles: str) -> Callable:
+    """Let only logged-in staff with one of ``roles`` see the page; others get the 403 page."""
+
+    def decorate(view: Callable) -> Callable:
+        @wraps(view)
+        def wrapper(*args, **kwargs):
+            if not current_user.is_authenticated:
+                return login_manager.unauthorized()
+            if current_user.role not in roles:
+                abort(403)
+            return view(*args, **kwargs)
+
+        wrapper.required_roles = roles
+        return wrapper
+
+    return decorate
+
+
+def local_url(target: str | None, prefix: str) -> str | None:
+    """``target`` if it is a path of this site under ``prefix`` (never another host)."""
+    if not target:
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not parts.path.startswith(prefix) or "\\" in target:
+        return None
+    return target
+
+
+def init_app(app: Flask, csrf_exempt: Blueprint) -> None:
+    """Sessions, CSRF and login for the app; ``csrf_exempt`` and its children skip CSRF."""
+    app.session_interface = KeyFileSessionInterface()
+    app.config.update(
+        # its own name and path: the kiosk on another port of the same host has a cookie too
+        SESSION_COOKIE_NAME="loyalty_backoffice",
+        SESSION_COOKIE_PATH=URL_PREFIX,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        # a form may stay open for long; the token lasts as long as the session
+        WTF_CSRF_TIME_LIMIT=None,
+    )
+    csrf.init_app(app)
+    # Flask-WTF compares only the innermost blueprint of a request with its exemptions, so
+    # each blueprint mounted under the API is exempted by name
+    for name, blueprint in app.blueprints.items():
+        if name == csrf_exempt.name or name.startswith(csrf_exempt.name + "."):
+            csrf.exempt(blueprint)
+
+    login_manager.init_app(app)
+    login_manager.login_view = "backoffice.login"
+    login_manager.login_message = _l("Please log in to see this page.")
+    # sessions are permanent (expiring after PERMANENT_SESSION_LIFETIME idle), which makes
+    # "strong" behave as "basic": a session moved to another browser is marked not fresh
+    login_manager.session_protection = "basic"
