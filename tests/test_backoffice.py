@@ -5,9 +5,10 @@ from __future__ import annotations
 import html
 import json
 import re
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from server.db import utcnow
@@ -200,6 +201,7 @@ def test_a_cashier_has_no_back_office_rights(app, api, creds):
     assert "Find a customer" not in body  # no menu to pages they cannot open
     assert o.get(f"{BO}/customers/{cid}").status_code == 403
     assert o.post(BO + "/search", {"query": "x@example.org"}).status_code == 403
+    assert o.get(BO + "/audit").status_code == 403
     assert not [e for e in _audit(app, cid) if e.action.startswith("personal-data.read")]
     # in French too
     o.post(BO + "/language", {"lang": "fr"})
@@ -395,6 +397,70 @@ def test_desk_cannot_erase_and_a_manager_can(app, api, creds, manager):
         desk.page(r.headers["Location"]))
     erase = [e for e in _audit(app, cid) if e.action == "personal-data.erase"]
     assert erase[0].actor == f"staff:{_staff_id(app, manager)}"
+
+
+# --------------------------------------------------------------------------- audit, retention
+
+
+def test_admin_reads_the_audit_log_and_sees_tampering(app, api, creds, admin, monkeypatch):
+    from server.backoffice import queries
+
+    cid = _enrol(api)
+    other = _enrol(api)
+    desk = office(app, creds, "desk1")
+    for _ in range(3):
+        desk.page(f"{BO}/customers/{cid}")
+    desk.page(f"{BO}/customers/{other}")
+    assert desk.get(BO + "/audit").status_code == 403
+
+    adm = office(app, creds, admin)
+    body = adm.page(BO + "/audit")
+    assert 'data-ok="true"' in body and "The chain is intact" in body
+    ours = [e for e in _audit(app) if e.customer_id == cid]
+    body = adm.page(f"{BO}/audit?customer_id={cid.lower()}")
+    assert body.count("personal-data.read") == 3 and other not in body
+    assert "desk1" in body  # the staff member's name next to their id
+    # newest first, by pages
+    monkeypatch.setattr(queries, "AUDIT_PAGE", 2)
+    body = adm.page(f"{BO}/audit?customer_id={cid}")
+    ids = [int(i) for i in re.findall(r"<tr class=\"\"><td>(\d+)</td>", body)]
+    assert ids == [ours[-1].id, ours[-2].id]
+    older = re.search(r'href="([^"]*before=\d+[^"]*)"', body)[1]
+    body = adm.page(html.unescape(older))
+    ids = [int(i) for i in re.findall(r"<tr class=\"\"><td>(\d+)</td>", body)]
+    assert ids == [ours[-3].id] + ([ours[-4].id] if len(ours) > 3 else [])
+
+    engine = app.extensions["loyalty.db"].main
+    target = ours[1]
+    with engine.begin() as conn:
+        # someone with write access to the database, who first removes the protection
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only"))
+        else:
+            conn.execute(text("DROP TRIGGER audit_log_no_update"))
+        conn.execute(text("UPDATE audit_log SET actor = 'staff:999' WHERE id = :i"),
+                     {"i": target.id})
+    body = adm.page(BO + "/audit")
+    assert 'data-ok="false"' in body
+    assert "The chain is broken" in body
+    assert f"First entry that fails: {target.id}." in body
+    assert re.search(rf'<tr class="broken"><td>{target.id}</td>', body)
+
+
+def test_retention_lists_inactive_customers_for_managers(app, api, creds, manager):
+    old = _enrol(api)
+    _enrol(api)  # active
+    with Session(app.extensions["loyalty.db"].main) as s:
+        s.execute(text("UPDATE customers SET created_at = :t WHERE id = :i"),
+                  {"t": (utcnow() - timedelta(days=4 * 365)).replace(tzinfo=None)
+                   if s.bind.dialect.name == "sqlite" else utcnow() - timedelta(days=4 * 365),
+                   "i": old})
+        s.commit()
+    body = office(app, creds, manager).page(BO + "/retention")
+    assert f'href="/backoffice/customers/{old}"' in body
+    assert body.count('href="/backoffice/customers/') == 1
+    assert "not yet told" in body
+    assert office(app, creds, "desk1").get(BO + "/retention").status_code == 403
 
 
 # --------------------------------------------------------------------------- in Chromium

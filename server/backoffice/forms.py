@@ -129,3 +129,12 @@ class EraseForm(FlaskForm):
         Choice("other", _l("another reason"))])
     confirm = StringField(_l("Type the customer number again to confirm"),
                           render_kw={"autocomplete": "off"})
+
+
+class AuditFilterForm(FlaskForm):
+    """A GET form: the customer number is pseudonymous, so it may sit in the URL."""
+
+    class Meta:
+        csrf = False
+
+    customer_id = StringField(_l("Customer number"))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -13,7 +14,12 @@ from server.cards.models import Card
 from server.customers.models import Customer
 from server.devices.auth import Principal
 from server.privacy import consent, service
+from server.privacy.models import AuditEntry
+from server.staff.models import Staff
 from server.stores.models import Store
+
+AUDIT_PAGE = 50
+_STAFF = re.compile(r"staff:(\d+)")
 
 
 @dataclass
@@ -48,3 +54,36 @@ def customer_file(main: Session, vault: Session, principal: Principal, customer_
         cards=list(main.scalars(select(Card).where(Card.customer_id == customer_id)
                                 .order_by(Card.issued_at, Card.id))),
     )
+
+
+@dataclass
+class AuditPage:
+    entries: list[AuditEntry]
+    older: int | None  # the ``before`` of the next page, if there is one
+    staff: dict[int, str]  # usernames of the staff members the entries name
+
+
+def audit_page(main: Session, customer_id: str | None, before: int | None,
+               size: int | None = None) -> AuditPage:
+    """One page of the audit log, newest first, optionally of one customer."""
+    size = size or AUDIT_PAGE
+    query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(size + 1)
+    if customer_id:
+        query = query.where(AuditEntry.customer_id == customer_id)
+    if before:
+        query = query.where(AuditEntry.id < before)
+    entries = list(main.scalars(query))
+    older = entries[size - 1].id if len(entries) > size else None
+    return AuditPage(entries[:size], older, staff_names(main, [e.actor for e in entries]))
+
+
+def audit_entry(main: Session, entry_id: int | None) -> AuditEntry | None:
+    return main.get(AuditEntry, entry_id) if entry_id else None
+
+
+def staff_names(main: Session, actors: list[str]) -> dict[int, str]:
+    """``{staff id: username}`` for the staff members named in ``actors`` (``staff:3``)."""
+    ids = {int(m) for actor in actors for m in _STAFF.findall(actor or "")}
+    if not ids:
+        return {}
+    return dict(main.execute(select(Staff.id, Staff.username).where(Staff.id.in_(ids))).all())

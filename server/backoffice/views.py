@@ -12,10 +12,12 @@ import hashlib
 import json
 import logging
 import re
+from datetime import timedelta
 
 from flask import (
     Blueprint,
     Response,
+    current_app,
     flash,
     redirect,
     render_template,
@@ -35,6 +37,7 @@ from server.api.problems import Problem
 from server.backoffice import queries
 from server.backoffice.forms import (
     FIELD_ERRORS,
+    AuditFilterForm,
     ConsentForm,
     EraseForm,
     LoginForm,
@@ -51,12 +54,12 @@ from server.backoffice.security import (
     restart_session,
     roles_required,
 )
-from server.db import main_session, vault_session
+from server.db import main_session, utcnow, vault_session
 from server.devices.auth import verify_staff
 from server.i18n import LANGUAGES
-from server.privacy import consent, erasure, service
+from server.privacy import audit, consent, erasure, retention, service
 from server.privacy.schemas import ConsentChangeIn, ErasureIn, RectifyIn, SearchIn
-from server.privacy.service import ERASE_ROLES, READ_ROLES
+from server.privacy.service import AUDIT_ROLES, ERASE_ROLES, READ_ROLES
 from server.privacy.views import render_export
 
 log = logging.getLogger(__name__)
@@ -130,7 +133,7 @@ def _globals() -> dict:
     role = current_user.role if current_user.is_authenticated else None
     return {"languages": LANGUAGE_NAMES, "current_language": _locale(), "here": _here(),
             "role_names": ROLE_NAMES, "can_read": role in READ_ROLES,
-            "can_erase": role in ERASE_ROLES}
+            "can_erase": role in ERASE_ROLES, "can_audit": role in AUDIT_ROLES}
 
 
 @bp.errorhandler(403)
@@ -368,3 +371,36 @@ def erase(customer_id: str):
     else:
         flash(_("The customer's personal data was erased and their cards were revoked."), "ok")
     return _back_to_customer(customer_id)
+
+
+# --------------------------------------------------------------------------- audit, retention
+
+
+@bp.get("/audit")
+@roles_required(*AUDIT_ROLES)
+def audit_log():
+    """The audit log, newest first, with the chain checked from its first entry."""
+    form = AuditFilterForm(request.args)
+    typed = (form.customer_id.data or "").strip()
+    customer_id = (parse_customer_id(typed) or typed.upper()) if typed else None
+    main = main_session()
+    report = audit.verify(main)
+    page = queries.audit_page(main, customer_id, request.args.get("before", type=int))
+    return render_template(T + "audit.html", form=form, report=report, page=page,
+                           customer_id=customer_id,
+                           broken=queries.audit_entry(main, report.broken_at))
+
+
+@bp.get("/retention")
+@roles_required(*ERASE_ROLES)
+def retention_due():
+    """Customers inactive for longer than the retention period, and where their notice is."""
+    config = current_app.config
+    notice = timedelta(days=int(config["RETENTION_NOTICE_DAYS"]))
+    rows = retention.due(main_session(), utcnow(), int(config["RETENTION_INACTIVE_DAYS"]),
+                         limit=500)
+    for row in rows:
+        row["erase_on"] = row["notice_at"] + notice if row["notice_at"] else None
+    return render_template(T + "retention.html", rows=rows, limit=500,
+                           inactive_days=config["RETENTION_INACTIVE_DAYS"],
+                           notice_days=config["RETENTION_NOTICE_DAYS"])
