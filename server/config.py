@@ -22,6 +22,8 @@ DEFAULTS: dict[str, Any] = {
     "VAULT_KEY_FILE": None,  # <instance>/vault.key
     "CARD_KEYS_FILE": None,  # <instance>/card-keys.json
     "AUDIT_KEY_FILE": None,  # <instance>/audit.key: the audit chain's HMAC key
+    # how often (seconds) a worker looks whether the key files changed (docs/KEYS.md)
+    "KEY_FILE_CHECK_INTERVAL": 1.0,
     # <instance>/server-secret.key: signs the back office's session cookie (and its CSRF
     # tokens); created on first use unless SECRET_KEY itself is given
     "SECRET_KEY_FILE": None,
@@ -51,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
 
 _INTS = {"KIOSK_ISSUE_WINDOW", "MAX_CONTENT_LENGTH", "RETENTION_INACTIVE_DAYS",
          "RETENTION_NOTICE_DAYS", "PERMANENT_SESSION_LIFETIME"}
+_FLOATS = {"KEY_FILE_CHECK_INTERVAL"}
 _BOOLS = {"SQL_ECHO", "SESSION_COOKIE_SECURE"}
 
 
@@ -58,6 +61,8 @@ def _coerce(key: str, value: Any) -> Any:
     if isinstance(value, str):
         if key in _INTS:
             return int(value)
+        if key in _FLOATS:
+            return float(value)
         if key in _BOOLS:
             return value.strip().lower() in {"1", "true", "yes", "on"}
     return value

@@ -78,6 +78,8 @@ def test_withdrawal_is_a_new_row_and_the_state_follows_the_ledger(app, api, cred
         "consent_version": "2026-11", "language": "fr", "channel": "desk"})
     assert r.status_code == 200, r.get_data(as_text=True)
     assert r.get_json()["changed"] == {"marketing_sms": False, "profiling": False}
+    entry = _audit(app, cid)[-1]
+    assert (entry.action, entry.view) == ("consent.change", "api:consents")
 
     state = api.client.get(url, headers=desk).get_json()
     assert state["current"]["marketing_sms"]["granted"] is False
@@ -257,6 +259,13 @@ def test_rectification_changes_the_vault_and_audits_field_names_only(app, api, c
     assert "Martin" not in json.dumps([e.detail for e in entries])
     assert any(e.action == "personal-data.read" and e.view == "api:personal-data"
                for e in entries)
+
+
+def test_the_same_phone_in_another_format_is_not_a_change(app, api, creds):
+    cid = _enrol(api, phone="06 12 34 56 78")
+    r = api.client.patch(PD.format(cid), headers=creds.staff_auth("desk1"),
+                         json={"phone": "+33 6 12 34 56 78", "reason": "checked"})
+    assert r.status_code == 200 and r.get_json()["changed"] == []
 
 
 def test_rectification_refuses_bad_input_and_keeps_the_data(api, creds):

@@ -312,7 +312,7 @@ def change_consents(customer_id: str):
         raise Problem("validation-error")
     result = consent.change(main_session(), vault_session(), _principal(), customer_id,
                             req.consents, version=req.consent_version, language=req.language,
-                            channel=req.channel)
+                            channel=req.channel, view="backoffice:customer")
     if result["changed"]:
         flash(_("Consents recorded: %(purposes)s.", purposes=", ".join(
             f"{PURPOSES[p]} ({_('given') if v else _('withdrawn')})"
@@ -365,7 +365,8 @@ def erase(customer_id: str):
         return _back_to_customer(customer_id)
     principal = _principal()
     result = erasure.erase(main_session(), vault_session(), principal.actor, customer_id,
-                           req.reason, principal)
+                           req.reason, principal, view="backoffice:customer")
+    erasure.shred_after_commit()
     if result["already_erased"]:
         flash(_("This customer had already been erased."), "info")
     else:

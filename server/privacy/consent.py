@@ -124,7 +124,7 @@ def append(session: Session, principal: Principal | None, customer_id: str,
 
 def change(main: Session, vault, principal: Principal, customer_id: str,
            decisions: dict[str, bool], *, version: str, language: str | None,
-           channel: str) -> dict:
+           channel: str, view: str = "consents") -> dict:
     """A customer changes their mind, through a staff member or a device.
 
     Withdrawing profiling clears the coarse profile (sex, age band) at once; giving it
@@ -161,7 +161,7 @@ def change(main: Session, vault, principal: Principal, customer_id: str,
         detail = {"changed": changed, "version": version, "channel": channel}
         if changed.get("profiling") is True:
             detail["profile"] = "derived from the vault"
-        audit.record(main, principal.actor, "consent.change", customer_id, view="consents",
+        audit.record(main, principal.actor, "consent.change", customer_id, view=view,
                      detail=detail)
     return {"customer_id": customer_id, "changed": changed,
             "consents": current(main, customer_id)}

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from server.api.problems import Problem
 from server.cards.models import Card
 from server.customers.models import Customer, SurveyResponse
-from server.db import utcnow
+from server.db import after_commit, databases, shred_wal, utcnow
 from server.loyalty.models import ImportedCustomer, PointsEntry
 from server.privacy import audit, consent
 from server.privacy.models import PURPOSES
@@ -36,8 +36,14 @@ def _keep_answer(value) -> bool:
     return isinstance(value, bool | int)
 
 
+def shred_after_commit() -> None:
+    """In a request that erased someone: empty the SQLite WALs once the commit is done."""
+    dbs = databases()
+    after_commit(lambda: shred_wal(dbs.vault, dbs.main))
+
+
 def erase(main: Session, vault: Session, actor: str, customer_id: str,
-          reason: str, principal=None) -> dict:
+          reason: str, principal=None, view: str = "erasure") -> dict:
     """Erase one customer's personal data. ``actor`` names who did it in the audit log.
 
     Raises:
@@ -74,7 +80,7 @@ def erase(main: Session, vault: Session, actor: str, customer_id: str,
             response.answers = kept
     consent.append(main, principal, customer_id, {p: False for p in PURPOSES},
                    version="erasure", language=None, channel="erasure")
-    audit.record(main, actor, "personal-data.erase", customer_id, view="erasure",
+    audit.record(main, actor, "personal-data.erase", customer_id, view=view,
                  detail={"reason": reason, "vault_row": had_vault_row,
                          "cards_revoked": revoked})
     return {"customer_id": customer_id, "erased_at": now.isoformat(), "already_erased": False,

@@ -18,6 +18,7 @@ from server.privacy.schemas import RectifyIn
 from server.vault.service import (
     display_name,
     find_customers,
+    normalised,
     read_personal_data,
     rewrite_personal_data,
 )
@@ -74,7 +75,8 @@ def rectify(main: Session, vault: Session, principal: Principal, customer_id: st
     data = read_personal_data(vault, customer_id)
     if data is None:
         raise Problem("customer-erased")
-    changes = req.model_dump(include=req.model_fields_set - {"reason"}, mode="json")
+    changes = normalised(req.model_dump(include=req.model_fields_set - {"reason"}, mode="json"),
+                         country_of(principal))
     changed = sorted(k for k, v in changes.items() if data.get(k) != v)
     data.update(changes)
     rewrite_personal_data(vault, customer_id, data, country_of(principal))

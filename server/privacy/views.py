@@ -8,7 +8,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, render_template,
 
 from server.api.body import parse_body
 from server.api.problems import Problem
-from server.db import after_commit, databases, main_session, shred_wal, utcnow, vault_session
+from server.db import main_session, utcnow, vault_session
 from server.devices.auth import require
 from server.i18n import LANGUAGES
 from server.privacy import audit, consent, erasure, retention, service
@@ -42,7 +42,8 @@ def change_consents(customer_id: str):
     req = parse_body(ConsentChangeIn)
     return jsonify(consent.change(main_session(), vault_session(), g.principal, customer_id,
                                   req.consents, version=req.consent_version,
-                                  language=req.language, channel=req.channel))
+                                  language=req.language, channel=req.channel,
+                                  view="api:consents"))
 
 
 @bp.post("/customers/search")
@@ -110,9 +111,8 @@ def erase_customer(customer_id: str):
         raise Problem("validation-error", "confirm must repeat the customer id",
                       errors=[{"field": "confirm", "message": "does not match"}])
     result = erasure.erase(main_session(), vault_session(), g.principal.actor, customer_id,
-                           req.reason, g.principal)
-    dbs = databases()
-    after_commit(lambda: shred_wal(dbs.vault, dbs.main))
+                           req.reason, g.principal, view="api:erasure")
+    erasure.shred_after_commit()
     return jsonify(result)
 
 
