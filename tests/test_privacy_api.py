@@ -87,7 +87,7 @@ def test_withdrawal_is_a_new_row_and_the_state_follows_the_ledger(app, api, cred
     assert state["current"]["terms"]["granted"] is True
     # nothing was overwritten: the history keeps the first yes and the later no
     sms = [h for h in state["history"] if h["purpose"] == "marketing_sms"]
-    assert [h["granted"] for h in sms] == [True, False]
+    assert [(h["granted"], h["first"]) for h in sms] == [(True, True), (False, False)]
     assert sms[1]["staff_id"] is not None and sms[0]["device_id"] == creds.device_ids["kiosk"]
 
     from server.customers.models import Customer

@@ -92,14 +92,18 @@ def flags(session: Session, customer_id: str) -> dict[str, bool]:
 
 
 def history(session: Session, customer_id: str) -> list[dict]:
-    """Every decision, oldest first, with where it was made."""
-    return [
-        {"purpose": r.purpose, "granted": r.granted, "version": r.text_version,
-         "language": r.language, "channel": r.channel, "device_id": r.device_id,
-         "staff_id": r.staff_id, "at": r.recorded_at.isoformat()}
-        for r in session.scalars(select(Consent).where(Consent.customer_id == customer_id)
-                                 .order_by(Consent.id))
-    ]
+    """Every decision, oldest first, with where it was made. ``first`` marks the first
+    decision on a purpose: a first "no" was never given, a later one is a withdrawal."""
+    seen: set[str] = set()
+    out = []
+    for r in session.scalars(select(Consent).where(Consent.customer_id == customer_id)
+                             .order_by(Consent.id)):
+        out.append({"purpose": r.purpose, "granted": r.granted, "first": r.purpose not in seen,
+                    "version": r.text_version, "language": r.language, "channel": r.channel,
+                    "device_id": r.device_id, "staff_id": r.staff_id,
+                    "at": r.recorded_at.isoformat()})
+        seen.add(r.purpose)
+    return out
 
 
 def append(session: Session, principal: Principal | None, customer_id: str,
