@@ -4,7 +4,7 @@
 |---|---|
 | UID | yes: ``FF CA 00 00 00``, upper-case hex |
 | NDEF URL | NFC Forum Type 4 tags (NTAG 424 DNA, DESFire with an NDEF application) |
-| NDEF URL on Type 2 tags (NTAG21x) | no: they give a UID-only tap |
+| NDEF URL on Type 2 tags (NTAG21x) | yes: the reader's ``FF B0`` page read (ACR122U, ACR1252...) |
 | QR text | no |
 | hardware | a PC/SC reader and a running ``pcscd`` (``pyscard`` in the virtualenv) |
 
@@ -313,11 +313,11 @@ class PcscReader(Reader):
         return data[:length]
 
     def _read_ndef_url(self, card: int, pci: object) -> str | None:
-        """The URL of a Type 4 tag's NDEF message; ``None`` without one."""
+        """The URL of a Type 4 or Type 2 tag's NDEF message; ``None`` without one."""
         _, sw = self._transmit(card, pci, SELECT_NDEF_APP, "selecting the NDEF application")
         if sw != SW_OK:
-            log.debug("no NDEF application (status %04X): UID-only card", sw)
-            return None
+            log.debug("no NDEF application (status %04X): trying Type 2 pages", sw)
+            return self._read_type2_url(card, pci)
         _, sw = self._transmit(card, pci, SELECT_CC, "selecting the capability container")
         if sw != SW_OK:
             raise ReaderError(f"NDEF application without a capability container (status {sw:04X})")
@@ -352,3 +352,64 @@ class PcscReader(Reader):
                 "reading the NDEF message",
             )
         return first_uri(message)
+
+    # -- Type 2 tags (NTAG21x, MIFARE Ultralight) through the reader's page read ---------------
+
+    def _read_pages(self, card: int, pci: object, page: int, what: str) -> bytes | None:
+        """16 bytes from ``page`` on (4 pages), or ``None`` if the reader or tag refuses."""
+        apdu = bytes([0xFF, 0xB0, 0x00, page & 0xFF, 0x10])
+        data, sw = self._transmit(card, pci, apdu, what)
+        if sw != SW_OK or len(data) < 16:
+            log.debug("%s: status %04X, %d bytes", what, sw, len(data))
+            return None
+        return data[:16]
+
+    def _read_type2_url(self, card: int, pci: object) -> str | None:
+        """Read the NDEF TLV of a Type 2 tag (NFC Forum T2T): CC at page 3, TLVs from page 4.
+
+        A tag that is not Type 2, a reader without ``FF B0``, or a tag without an NDEF TLV is
+        a UID-only tap; a Type 2 tag whose TLVs are broken is a ``ReaderError``.
+        """
+        head = self._read_pages(card, pci, 3, "reading the Type 2 capability container")
+        if head is None or head[0] != 0xE1:
+            log.debug("not an NDEF-formatted Type 2 tag: UID-only card")
+            return None
+        if head[3] & 0xF0:
+            raise ReaderError(f"the Type 2 tag is read-protected (access {head[3]:02X})")
+        area = head[2] * 8  # data area size in bytes, from page 4
+        data = bytearray(head[4:])  # pages 4..6 came with the first read
+        page = 7
+
+        def need(n: int) -> None:
+            nonlocal page
+            while len(data) < n:
+                if len(data) >= area:
+                    raise ReaderError("the NDEF TLV runs past the end of the Type 2 tag")
+                chunk = self._read_pages(card, pci, page, "reading Type 2 pages")
+                if chunk is None:
+                    raise ReaderError(f"the Type 2 tag refused page {page} (removed?)")
+                data.extend(chunk)
+                page += 4
+
+        pos = 0
+        while True:
+            need(pos + 1)
+            tag = data[pos]
+            if tag == 0x00:  # NULL TLV
+                pos += 1
+                continue
+            if tag == 0xFE:  # terminator before any NDEF message
+                return None
+            need(pos + 2)
+            length, start = data[pos + 1], pos + 2
+            if length == 0xFF:
+                need(pos + 4)
+                length, start = int.from_bytes(data[pos + 2 : pos + 4], "big"), pos + 4
+            if tag == 0x03:
+                if length == 0:
+                    return None
+                if start + length > area:
+                    raise ReaderError(f"NDEF length {length} is beyond the Type 2 tag's area")
+                need(start + length)
+                return first_uri(bytes(data[start : start + length]))
+            pos = start + length  # lock/memory control or proprietary TLV: skip it

@@ -198,3 +198,99 @@ def test_parse_cc_refuses_malformed_containers(cc):
 def test_parse_cc_reads_the_ndef_file_control_tlv():
     cc = parse_cc(bytes.fromhex("000F20003B00340406E10408000000"))
     assert (cc.mle, cc.ndef_file_id, cc.ndef_max_size, cc.read_access) == (0x3B, 0xE104, 0x0800, 0)
+
+
+# --------------------------------------------------------------------------- Type 2 (NTAG21x)
+
+
+@pytest.fixture
+def type2(pcscd):
+    """Factory: put a ``Type2Card`` on slot 0; removed at the end."""
+    from tests.support.vcard import VpcdCard
+    from tests.support.vcard_type2 import Type2Card
+
+    cards = []
+
+    def insert(uid: bytes, memory: bytes, port: int | None = None) -> VpcdCard:
+        port = pcscd.port0 if port is None else port
+        readers = {pcscd.port0: pcscd.reader0, pcscd.port1: pcscd.reader1}
+        card = VpcdCard(Type2Card(uid, memory), host=pcscd.host,
+                        on_change=lambda p, present: wait_card_state(readers[p], present))
+        cards.append(card)
+        card.insert(port)
+        return card
+
+    yield insert
+    for card in cards:
+        card.remove()
+
+
+@pytest.mark.parametrize("lock_tlv", [False, True], ids=["ndef-tlv", "lock-tlv-first"])
+def test_ntag213_gives_its_url_through_page_reads(reader, type2, lock_tlv):
+    from tests.support.vcard_type2 import ndef_tlvs, ntag213_memory
+
+    uid = bytes.fromhex("04AB87F2CA1190")
+    card = type2(uid, ntag213_memory(uid, ndef_tlvs(MESSAGE, lock_tlv=lock_tlv)))
+
+    tap = reader.read(timeout=3)
+
+    assert tap is not None and (tap.uid, tap.url) == ("04AB87F2CA1190", URL)
+    pages = [a for a in card.card.apdus if a[:3] == b"\xff\xb0\x00"]
+    assert pages[0] == bytes.fromhex("FFB0000310")  # the capability container first
+    assert len(pages) <= 1 + (len(MESSAGE) + 8) // 16 + 1  # only the pages the message needs
+
+
+@pytest.mark.parametrize("state", ["blank", "empty-ndef"])
+def test_unformatted_or_empty_type2_tag_is_a_uid_only_tap(reader, type2, state):
+    from tests.support.vcard_type2 import ntag213_memory
+
+    uid = bytes.fromhex("04010203040506")
+    # blank: no E1 magic in the capability container; empty: formatted, NDEF TLV of length 0
+    type2(uid, bytes(180) if state == "blank" else ntag213_memory(uid, b"\x03\x00\xfe"))
+    tap = reader.read(timeout=3)
+    assert tap is not None and (tap.uid, tap.url) == ("04010203040506", None)
+
+
+def test_broken_type2_tlv_raises_and_the_reader_keeps_working(reader, type2, vcard):
+    from tests.support.vcard_type2 import ntag213_memory
+
+    uid = bytes.fromhex("04DEADBEEF0001")
+    # an NDEF TLV claiming 200 bytes on a tag with 144 bytes of user memory
+    bad = type2(uid, ntag213_memory(uid, b"\x03\xc8" + MESSAGE))
+    with pytest.raises(ReaderError, match="beyond the Type 2 tag"):
+        reader.read(timeout=3)
+    bad.remove()
+    vcard(UID, MESSAGE)
+    tap = reader.read(timeout=3)
+    assert tap is not None and tap.url == URL
+
+
+def test_two_readers_at_once_each_report_their_own_cards(pcscd, vcard):
+    """A till with two readers (counter and customer side): each is its own Reader."""
+    import threading
+
+    first = open_reader(f"pcsc:{pcscd.reader0}")
+    second = open_reader(f"pcsc:{pcscd.reader1}")
+    first.open()
+    second.open()
+    try:
+        taps: dict[str, Tap | None] = {}
+
+        def read(name, reader):
+            taps[name] = reader.read(timeout=5)
+
+        threads = [threading.Thread(target=read, args=(n, r))
+                   for n, r in (("first", first), ("second", second))]
+        for t in threads:
+            t.start()
+        vcard(UID, MESSAGE, port=pcscd.port0)
+        vcard(bytes.fromhex("04000000000002"), None, port=pcscd.port1)
+        for t in threads:
+            t.join(timeout=10)
+        assert (taps["first"].reader, taps["first"].uid, taps["first"].url) == (
+            pcscd.reader0, UID.hex().upper(), URL)
+        assert (taps["second"].reader, taps["second"].uid, taps["second"].url) == (
+            pcscd.reader1, "04000000000002", None)
+    finally:
+        first.close()
+        second.close()
