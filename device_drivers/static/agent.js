@@ -1,4 +1,4 @@
-// Keeps the till page current: every tap outcome arrives as a server-sent event.
+// Keeps the till page current: tap outcomes and the queue state arrive as server-sent events.
 "use strict";
 
 function text(id, value) {
@@ -8,7 +8,7 @@ function text(id, value) {
 
 function show(result) {
   const box = document.getElementById("result");
-  box.className = "card " + (result.ok ? "ok" : "error");
+  box.className = "card " + (result.ok ? "ok" : (result.queued ? "offline" : "error"));
   box.replaceChildren();
   const h1 = document.createElement("h1");
   h1.id = "name";
@@ -39,8 +39,31 @@ function show(result) {
   }
 }
 
+const SERVER_STATE = {true: "reachable", false: "unreachable", null: "not contacted yet"};
+
+function showQueue(state) {
+  text("queue-depth", state.depth);
+  text("queue-failed", state.failed);
+  text("server-state", SERVER_STATE[state.online]);
+  if (state.refused) {
+    const list = document.getElementById("refused");
+    const item = document.createElement("li");
+    item.textContent = state.refused.kind + " " + state.refused.created_at.slice(0, 19)
+      .replace("T", " ") + " — " + (state.refused.last_error || state.refused.problem.title);
+    list.prepend(item);
+    while (list.children.length > 10) list.lastElementChild.remove();
+  }
+}
+
 const source = new EventSource("/events");
-source.addEventListener("tap", (event) => show(JSON.parse(event.data)));
+source.addEventListener("tap", (event) => {
+  const result = JSON.parse(event.data);
+  show(result);
+  text("queue-depth", result.queue_depth);
+  if (result.queued) text("server-state", SERVER_STATE[false]);
+  else if (result.ok || (result.error && result.error.status)) text("server-state", SERVER_STATE[true]);
+});
+source.addEventListener("queue", (event) => showQueue(JSON.parse(event.data)));
 
 const form = document.getElementById("simulate");
 if (form) {
