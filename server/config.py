@@ -21,6 +21,12 @@ DEFAULTS: dict[str, Any] = {
     "VAULT_URL": None,  # sqlite:///<instance>/vault.db
     "VAULT_KEY_FILE": None,  # <instance>/vault.key
     "CARD_KEYS_FILE": None,  # <instance>/card-keys.json
+    "SUN_KEYS_FILE": None,  # <instance>/sun-keys.json: NTAG 424 DNA keys (docs/CARDS-424.md)
+    # SUN URL query parameter names, comma-separated aliases; where the MAC input starts
+    "SUN_PICC_PARAMS": "picc_data,e,p",
+    "SUN_ENC_PARAMS": "enc",
+    "SUN_CMAC_PARAMS": "cmac,c",
+    "SUN_MAC_INPUT": "auto",  # auto | empty | picc | enc | a character index in the URL
     "AUDIT_KEY_FILE": None,  # <instance>/audit.key: the audit chain's HMAC key
     # how often (seconds) a worker looks whether the key files changed (docs/KEYS.md)
     "KEY_FILE_CHECK_INTERVAL": 1.0,
@@ -90,6 +96,7 @@ def load_config(overrides: dict[str, Any] | None = None,
         "VAULT_URL": f"sqlite:///{instance / 'vault.db'}",
         "VAULT_KEY_FILE": str(instance / "vault.key"),
         "CARD_KEYS_FILE": str(instance / "card-keys.json"),
+        "SUN_KEYS_FILE": str(instance / "sun-keys.json"),
         "AUDIT_KEY_FILE": str(instance / "audit.key"),
         "SECRET_KEY_FILE": str(instance / "server-secret.key"),
         "MAIL_URL": f"file:{instance / 'outbox'}",
