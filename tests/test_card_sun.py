@@ -1,19 +1,27 @@
-"""NTAG 424 DNA SUN cards: CARDS.md section 2's vectors, key diversification, the card layout."""
+"""NTAG 424 DNA SUN cards: CARDS.md section 2's vectors, key diversification, the card layout,
+and taps through the API on SQLite and PostgreSQL (valid, replayed, forged, concurrent)."""
 
 from __future__ import annotations
 
 import json
 import os
 import stat
+import threading
+import uuid
 
 import pytest
+import requests
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from werkzeug.serving import make_server
 
 from device_drivers.ndefmsg import uri_message
 from server.api.problems import PROBLEMS
 from server.cards import sun
+from server.cards.models import Card, CardFlag
 from server.cards.sun_keys import (
     SunKeyring,
     SunKeySet,
@@ -24,6 +32,8 @@ from server.cards.sun_keys import (
     sun_cli,
     verify_any,
 )
+from server.taps.models import Visit
+from tests.support.fixtures_server import assert_problem
 from tests.support.sun_card import SdmFile
 
 ZERO = bytes(16)
@@ -315,3 +325,232 @@ def test_cli_prints_card_keys_and_layout(app):
         assert "retired" in runner.invoke(sun_cli, ["retire", "1"]).output
         ring = load_sun_keyring(app.config["SUN_KEYS_FILE"])
         assert (ring.current, set(ring.sets)) == (2, {2})
+
+
+# --------------------------------------------------------------------------- taps, both DBs
+
+UID = "04958CAA5C5E80"
+
+
+@pytest.fixture
+def sun_keys(app) -> SunKeySet:
+    """The app's current SUN key set (the key file is created on first use)."""
+    ring = load_sun_keyring(app.config["SUN_KEYS_FILE"])
+    return ring.sets[ring.current]
+
+
+@pytest.fixture
+def sun_card(app, api, sun_keys):
+    """A customer with an NTAG 424 DNA card; returns ``(customer_id, card, emulated tag)``."""
+    customer_id, card = api.customer_with_card("nfc", uid=UID, sun=True)
+    assert card["sun"] is True and card["kind"] == "nfc"
+    return customer_id, card, _tag(sun_keys, bytes.fromhex(UID))
+
+
+def _main(app) -> Session:
+    return Session(app.extensions["loyalty.db"].main)
+
+
+def _flags(app) -> list[CardFlag]:
+    with _main(app) as s:
+        return list(s.scalars(select(CardFlag).order_by(CardFlag.id)))
+
+
+def test_sun_tap_is_accepted_and_counts(app, api, creds, sun_card):
+    customer_id, card, tag = sun_card
+    for expected in (1, 2, 3):
+        r = api.tap(url=_read_url(tag), uid=UID, reader="Virtual PCD 00 00")
+        assert r.status_code == 200, r.get_json()
+        record = r.get_json()
+        assert record["customer_id"] == customer_id and record["replayed"] is False
+        assert record["card"]["card_id"] == card["card_id"]
+        assert record["flags"] == []
+        with _main(app) as s:
+            assert s.get(Card, card["card_id"]).sun_counter == expected
+    with _main(app) as s:
+        methods = s.scalars(select(Visit.method).where(Visit.card_id == card["card_id"]))
+        assert list(methods) == ["sun"] * 3
+    assert _flags(app) == []
+
+
+def test_replayed_url_is_refused_and_flagged_on_the_next_record(app, api, creds, sun_card):
+    customer_id, card, tag = sun_card
+    url = _read_url(tag)
+    first = api.tap(url=url)
+    assert first.status_code == 200
+
+    again = api.tap(url=url)  # a new event id: a copy of the URL, not a till's retry
+    body = assert_problem(again, 409, "card-replayed")
+    assert body["card_id"] == card["card_id"]
+    [flag] = _flags(app)
+    assert (flag.kind, flag.customer_id, flag.card_id) == \
+        ("card-replayed", customer_id, card["card_id"])
+    assert flag.device_id == creds.device_ids["till"] and flag.store_id is not None
+    assert flag.detail == {"counter": 1, "last_accepted": 1}
+    with _main(app) as s:
+        assert s.get(Card, card["card_id"]).sun_counter == 1
+
+    later = api.tap(url=_read_url(tag))
+    assert later.status_code == 200
+    assert later.get_json()["flags"] == ["card-replayed"]
+    # every tap of the customer shows it, whatever the card, while that card is active
+    qr = api.issue_card(customer_id, "qr").get_json()
+    assert api.tap(url=qr["url"]).get_json()["flags"] == ["card-replayed"]
+
+
+def test_lower_counter_is_a_replay(app, api, sun_card):
+    _, _, tag = sun_card
+    old, new = _read_url(tag), _read_url(tag)
+    assert api.tap(url=new).status_code == 200
+    assert_problem(api.tap(url=old), 409, "card-replayed")
+    assert [f.detail for f in _flags(app)] == [{"counter": 1, "last_accepted": 2}]
+
+
+def test_the_same_event_id_again_is_the_first_answer_not_a_replay(app, api, creds, sun_card):
+    _, _, tag = sun_card
+    body = {"event_id": str(uuid.uuid4()), "url": _read_url(tag)}
+    first = api.client.post("/api/v1/taps", json=body, headers=creds.h("till"))
+    assert first.status_code == 200
+    retry = api.client.post("/api/v1/taps", json=body, headers=creds.h("till"))
+    assert retry.status_code == 200, retry.get_json()
+    assert retry.get_json()["replayed"] is True
+    assert retry.get_json()["visit_id"] == first.get_json()["visit_id"]
+    assert _flags(app) == []
+    # another till with the same event id is a conflict, not a record
+    other = api.client.post("/api/v1/taps", json=body, headers=creds.h("till_uid"))
+    assert_problem(other, 409, "event-id-conflict")
+
+
+def test_a_retried_replay_is_flagged_once(app, api, creds, sun_card):
+    _, _, tag = sun_card
+    url = _read_url(tag)
+    assert api.tap(url=url).status_code == 200
+    body = {"event_id": str(uuid.uuid4()), "url": url}
+    for _ in range(2):
+        r = api.client.post("/api/v1/taps", json=body, headers=creds.h("till"))
+        assert_problem(r, 409, "card-replayed")
+    assert len(_flags(app)) == 1
+
+
+def test_forged_mac_is_refused_and_not_flagged(app, api, sun_card):
+    _, _, tag = sun_card
+    url = _read_url(tag)
+    forged = url[:-1] + ("0" if url[-1] != "0" else "1")
+    assert_problem(api.tap(url=forged), 422, "sun-forged")
+    # a card made with other keys (a clone's own chip) is a forgery too
+    stranger = _tag(SunKeySet(os.urandom(16), os.urandom(16)), bytes.fromhex(UID))
+    assert_problem(api.tap(url=_read_url(stranger)), 422, "sun-forged")
+    assert_problem(api.tap(url=url.replace("picc_data=", "picc_data=AB")), 422,
+                   "sun-malformed")
+    lrp = "https://shop.example/c/sun?picc_data=" + "00" * 24 + "&cmac=" + "00" * 8
+    assert_problem(api.tap(url=lrp), 422, "sun-lrp-unsupported")
+    assert _flags(app) == []
+    assert api.tap(url=url).status_code == 200  # the real read still counts
+
+
+def test_unknown_uid_is_not_found(app, api, sun_keys):
+    stranger = _tag(sun_keys, bytes.fromhex("04000000000001"))
+    assert_problem(api.tap(url=_read_url(stranger)), 404, "card-not-found")
+
+
+def test_sun_card_is_refused_by_token_or_uid_alone(app, api, creds, sun_card):
+    _, card, tag = sun_card
+    assert_problem(api.tap(url=card["url"]), 403, "card-sun-required")
+    assert_problem(api.tap(uid=UID, headers=creds.h("till_uid")), 403, "card-sun-required")
+    assert api.tap(url=_read_url(tag)).status_code == 200
+
+
+def test_uid_mismatch_is_flagged_but_a_random_uid_is_not(app, api, sun_card):
+    _, _, tag = sun_card
+    assert api.tap(url=_read_url(tag), uid="08A1B2C3").get_json()["flags"] == []
+    assert api.tap(url=_read_url(tag), uid="04A1B2C3D4E5F6").get_json()["flags"] == \
+        ["uid-mismatch"]
+
+
+def test_issue_validation_and_a_reissued_chip_keeps_its_counter(app, api, creds, sun_keys):
+    customer_id = api.enrol().get_json()["customer_id"]
+    assert_problem(api.issue_card(customer_id, "qr", uid=UID, sun=True), 422,
+                   "validation-error")
+    assert_problem(api.issue_card(customer_id, "nfc", sun=True), 422, "validation-error")
+    assert_problem(api.issue_card(customer_id, "nfc", uid="04A1B2C3", sun=True), 422,
+                   "validation-error")
+    plain = api.issue_card(customer_id, "nfc", uid="04A1B2C3D4E5F6").get_json()
+    assert plain["sun"] is False
+
+    first_id, first = api.customer_with_card("nfc", uid=UID, sun=True)
+    tag = _tag(sun_keys, bytes.fromhex(UID))
+    old = _read_url(tag)
+    assert api.tap(url=_read_url(tag)).status_code == 200  # counter 2 accepted
+    # the desk replaces the card... with the same chip, e.g. found again
+    replaced = api.issue_card(first_id, "nfc", headers=creds.h("kiosk", staff="desk1"),
+                              uid=UID, sun=True, replace=True, reason="other")
+    assert replaced.status_code == 201, replaced.get_json()
+    assert_problem(api.tap(url=old), 409, "card-replayed")
+    r = api.tap(url=_read_url(tag))
+    assert r.status_code == 200
+    assert r.get_json()["card"]["card_id"] == replaced.get_json()["card_id"]
+    # the flag was raised on the new card: the replacement is active, so it shows
+    assert r.get_json()["flags"] == ["card-replayed"]
+
+
+def test_a_replacement_card_clears_the_flag_from_the_record(app, api, creds, sun_card):
+    customer_id, _, tag = sun_card
+    url = _read_url(tag)
+    api.tap(url=url)
+    assert_problem(api.tap(url=url), 409, "card-replayed")
+    new = api.issue_card(customer_id, "qr", headers=creds.h("kiosk", staff="desk1"),
+                         replace=True, reason="stolen").get_json()
+    assert api.tap(url=new["url"]).get_json()["flags"] == []
+    assert len(_flags(app)) == 1  # still on file
+
+
+def test_openapi_lists_the_sun_problems(client):
+    taps = client.get("/api/v1/openapi.json").get_json()["paths"]["/taps"]["post"]
+    described = " ".join(r["description"] for r in taps["responses"].values())
+    for slug in ("sun-malformed", "sun-lrp-unsupported", "sun-forged", "card-replayed",
+                 "card-sun-required"):
+        assert slug in described
+
+
+@pytest.fixture
+def server_url(app):
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        server.server_close()
+
+
+def test_concurrent_taps_of_one_counter_accept_one(app, creds, sun_card, server_url):
+    _, card, tag = sun_card
+    url = _read_url(tag)
+    n = 8
+    barrier = threading.Barrier(n)
+    results: list = [None] * n
+
+    def tap(i: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            results[i] = requests.post(f"{server_url}/api/v1/taps", timeout=30,
+                                       headers=creds.h("till"),
+                                       json={"event_id": str(uuid.uuid4()), "url": url})
+        except BaseException as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=tap, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    statuses = sorted(r.status_code for r in results)
+    assert statuses == [200] + [409] * (n - 1), [r.text for r in results]
+    assert all(r.json()["type"].endswith("/card-replayed") for r in results
+               if r.status_code == 409)
+    with _main(app) as s:
+        assert len(list(s.scalars(select(Visit).where(Visit.card_id == card["card_id"])))) == 1
+    assert len(_flags(app)) == n - 1

@@ -49,6 +49,9 @@ COMMON = ("malformed-json", "unsupported-media-type", "validation-error", "unaut
           "invalid-credentials", "forbidden-role", "payload-too-large", "service-unavailable")
 TOKEN = ("card-token-malformed", "card-token-version", "card-token-unknown-key",
          "card-token-forged")
+# an NTAG 424 DNA card's SUN URL at a till (docs/CARDS-424.md)
+SUN = ("sun-malformed", "sun-lrp-unsupported", "sun-forged", "card-replayed",
+       "card-sun-required")
 
 
 def _operation(summary: str, roles: str, body: str, status: str, out: str, *problems: str):
@@ -176,7 +179,7 @@ def build() -> dict:
             },
             "/taps": {"post": _operation(
                 "A card tapped at a till", "till", "TapIn", "200", "CustomerRecord",
-                *TOKEN, "card-not-found", "card-revoked", "card-superseded",
+                *TOKEN, *SUN, "card-not-found", "card-revoked", "card-superseded",
                 "uid-only-disabled", "event-id-conflict")},
             "/purchases": {"post": _operation(
                 "A purchase: the points each line earns", "till", "PurchaseIn", "201",

@@ -7,14 +7,16 @@ import secrets
 from datetime import UTC, datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from server.api.problems import Problem
-from server.cards import token
+from server.cards import sun, token
 from server.cards.keys import CardKeyring, load_keyring
-from server.cards.models import Card
+from server.cards.models import Card, CardFlag
 from server.cards.schemas import CardIn
+from server.cards.sun_keys import SunKeyring, load_sun_keyring, verify_any
 from server.customers.models import Customer
 from server.db import flush_or_replay, utcnow
 from server.devices.auth import Principal
@@ -22,11 +24,11 @@ from server.privacy import audit
 from server.secrets_file import KeyMap, WatchedFile
 from server.staff.models import CARD_ROLES
 
-cards, customers = Card.__table__, Customer.__table__
+cards, customers, card_flags = Card.__table__, Customer.__table__, CardFlag.__table__
 # a card and its customer in one read: the first step of every tap, purchase, redemption
 CARD_SELECT = select(
     cards.c.id, cards.c.kind, cards.c.status, cards.c.status_reason, cards.c.generation,
-    cards.c.nfc_uid, cards.c.customer_id, cards.c.replaced_by,
+    cards.c.nfc_uid, cards.c.customer_id, cards.c.replaced_by, cards.c.sun,
     customers.c.tier, customers.c.points, customers.c.language, customers.c.tier_review_at,
 ).select_from(cards.join(customers, customers.c.id == cards.c.customer_id))
 
@@ -66,7 +68,7 @@ def _result(card: Card, replaced: list[str]) -> dict:
     url = card_url(tok)
     return {"card_id": card.id, "customer_id": card.customer_id, "kind": card.kind,
             "generation": card.generation, "status": card.status, "token": tok, "url": url,
-            "qr_text": url.upper(), "replaced": replaced}
+            "qr_text": url.upper(), "replaced": replaced, "sun": bool(card.sun)}
 
 
 def _authorise(principal: Principal, customer: Customer, req: CardIn) -> None:
@@ -127,9 +129,14 @@ def issue(main: Session, principal: Principal, customer_id: str, req: CardIn) ->
         raise Problem("bad-request", "this customer has had too many cards; call support")
 
     key_id, _ = keyring().signing_key()
+    uid = req.uid.upper() if req.uid else None
+    # a 424 card issued again (to this or another customer) goes on counting where it was:
+    # a URL read from it before must stay a replay
+    counter = (main.scalar(select(func.max(cards.c.sun_counter)).where(cards.c.nfc_uid == uid))
+               if req.sun else None)
     card = Card(id=secrets.token_bytes(8).hex(), customer_id=customer_id, kind=req.kind,
                 generation=generation, key_id=key_id, status="active",
-                nfc_uid=req.uid.upper() if req.uid else None, issue_event_id=event_id,
+                nfc_uid=uid, issue_event_id=event_id, sun=req.sun, sun_counter=counter,
                 issued_by_device_id=principal.id if principal.kind == "device" else None,
                 issued_by_staff_id=principal.staff.id if principal.staff else None)
     main.add(card)
@@ -185,3 +192,106 @@ def active_card(main: Session, text: str):
     row, generation = card_by_token(main, text)
     check_active(row, generation)
     return row
+
+
+# --------------------------------------------------------------------------- NTAG 424 DNA
+
+
+def sun_keyring() -> SunKeyring:
+    """The app's SUN key sets (``SUN_KEYS_FILE``), re-read when the file changes."""
+    interval = float(current_app.config.get("KEY_FILE_CHECK_INTERVAL", 1.0))
+    watched = current_app.extensions.get("loyalty.sun_keys")
+    if watched is None:
+        watched = WatchedFile(current_app.config["SUN_KEYS_FILE"], load_sun_keyring, interval)
+        current_app.extensions["loyalty.sun_keys"] = watched
+    watched.interval = interval
+    return watched.get()
+
+
+def sun_settings() -> tuple[sun.SunParams, sun.MacInput]:
+    """The SUN parameter names and MAC input of the configuration (parsed once per app)."""
+    cached = current_app.extensions.get("loyalty.sun_settings")
+    if cached is None:
+        config = current_app.config
+        params = sun.SunParams.from_config(config.get("SUN_PICC_PARAMS"),
+                                           config.get("SUN_ENC_PARAMS"),
+                                           config.get("SUN_CMAC_PARAMS"))
+        mac_input = config.get("SUN_MAC_INPUT") or "auto"
+        if isinstance(mac_input, str) and mac_input.strip().isdigit():
+            mac_input = int(mac_input)
+        elif mac_input not in ("auto", "empty", "picc", "enc") and not isinstance(mac_input, int):
+            raise ValueError(f"SUN_MAC_INPUT {mac_input!r}: auto, empty, picc, enc or an index")
+        cached = current_app.extensions["loyalty.sun_settings"] = (params, mac_input)
+    return cached
+
+
+def is_sun_url(text: str) -> bool:
+    """Whether a tapped text is a SUN URL (by its query parameters; no crypto)."""
+    return sun.is_sun(text, sun_settings()[0])
+
+
+def card_by_sun(main: Session, text: str):
+    """``(card row, SunResult)`` of a SUN URL; the card may be inactive.
+
+    Raises:
+        Problem: a ``sun-*`` type, or ``card-not-found`` (no card has the verified UID).
+    """
+    params, mac_input = sun_settings()
+    try:
+        _set_id, result = verify_any(text, sun_keyring(), mac_input=mac_input, params=params)
+    except sun.InvalidSun as exc:
+        raise Problem(exc.code, str(exc)) from None
+    rows = main.execute(CARD_SELECT.where(cards.c.nfc_uid == result.uid.hex().upper())
+                        .order_by(cards.c.issued_at.desc())).all()
+    if not rows:
+        raise Problem("card-not-found", "no card was issued for this NTAG 424 DNA card's UID")
+    active = [r for r in rows if r.status == "active"]
+    return (active or rows)[0], result
+
+
+def claim_counter(main: Session, card_id: str, counter: int) -> bool:
+    """Accept ``counter`` for the card if it is above the last one accepted; False if not.
+
+    One conditional UPDATE in the caller's transaction: of two taps with the same counter,
+    the second waits for the first's row lock and then finds nothing to update.
+    """
+    result = main.execute(
+        update(cards).where(cards.c.id == card_id,
+                            or_(cards.c.sun_counter.is_(None), cards.c.sun_counter < counter))
+        .values(sun_counter=counter))
+    return result.rowcount == 1
+
+
+def last_counter(main: Session, card_id: str) -> int | None:
+    return main.scalar(select(cards.c.sun_counter).where(cards.c.id == card_id))
+
+
+def record_flag(main: Session, *, customer_id: str, card_id: str, kind: str, store_id: int | None,
+                device_id: int | None, event_id: str | None, detail: dict | None) -> None:
+    """Put a flag on the customer's file in a transaction of its own, committed at once.
+
+    The request that sees a replay answers an error, so its own transaction is rolled back;
+    the flag must stay. A repeated ``event_id`` (a till retrying) adds nothing.
+    """
+    dialect = main.get_bind().dialect.name
+    values = {"customer_id": customer_id, "card_id": card_id, "kind": kind,
+              "store_id": store_id, "device_id": device_id, "event_id": event_id,
+              "at": utcnow(), "detail": detail}
+    if dialect == "postgresql":
+        statement = postgresql.insert(card_flags).values(values).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        statement = sqlite.insert(card_flags).values(values).on_conflict_do_nothing()
+    else:
+        statement = insert(card_flags).values(values)
+    with Session(main.get_bind()) as own:
+        own.execute(statement)
+        own.commit()
+
+
+def customer_flags(main: Session, customer_id: str) -> list[str]:
+    """The kinds of flag on the customer's active cards (a replacement card starts clean)."""
+    return list(main.scalars(
+        select(card_flags.c.kind).distinct()
+        .join(cards, cards.c.id == card_flags.c.card_id)
+        .where(card_flags.c.customer_id == customer_id, cards.c.status == "active")
+        .order_by(card_flags.c.kind)))

@@ -14,7 +14,17 @@ from sqlalchemy.orm import Session
 
 from server.api.problems import Problem
 from server.cards.models import Card
-from server.cards.service import CARD_SELECT, card_by_token, check_active
+from server.cards.service import (
+    CARD_SELECT,
+    card_by_sun,
+    card_by_token,
+    check_active,
+    claim_counter,
+    customer_flags,
+    is_sun_url,
+    last_counter,
+    record_flag,
+)
 from server.customers.models import Customer
 from server.customers.service import summary
 from server.devices.auth import Principal
@@ -37,17 +47,28 @@ def _card_by_uid(main: Session, device: Principal, uid: str):
     return (active or rows)[0]
 
 
+def _random_uid(uid: str) -> bool:
+    """A 4-byte random UID (ISO/IEC 14443-3, first byte 08): a card hiding its real UID."""
+    return len(uid) == 8 and uid.startswith("08")
+
+
 def resolve(main: Session, device: Principal, req: TapIn):
-    """Return ``(card row, method, flags)`` for what the reader saw.
+    """Return ``(card row, method, flags, SUN counter or None)`` for what the reader saw.
 
     Raises:
-        Problem: a token problem, ``card-not-found``, ``uid-only-disabled``, ``card-revoked``,
-            ``card-superseded``.
+        Problem: a token or SUN problem, ``card-not-found``, ``uid-only-disabled``,
+            ``card-revoked``, ``card-superseded``, ``card-sun-required``.
     """
     flags: list[str] = []
     uid = req.uid.upper() if req.uid else None
     text = req.url or req.qr
-    if text:
+    counter = None
+    if text and is_sun_url(text):  # a card token URL has no query: its path is unchanged
+        row, result = card_by_sun(main, text)
+        generation, method, counter = None, "sun", result.counter
+        if uid and uid != result.uid.hex().upper() and not _random_uid(uid):
+            flags.append("uid-mismatch")
+    elif text:
         row, generation = card_by_token(main, text)
         method = "url" if req.url else "qr"
         if uid and row.nfc_uid and row.nfc_uid != uid:
@@ -56,7 +77,10 @@ def resolve(main: Session, device: Principal, req: TapIn):
         row, generation, method = _card_by_uid(main, device, uid), None, "uid"
         flags.append("weak")
     check_active(row, generation)
-    return row, method, flags
+    if row.sun and method != "sun":
+        raise Problem("card-sun-required", "this NTAG 424 DNA card is accepted only through "
+                      "the URL it makes at each tap", card_id=row.id)
+    return row, method, flags, counter
 
 
 def _previous_visit(main: Session, event_id: str):
@@ -68,6 +92,7 @@ def _record(main: Session, vault: Session, row, store_code: str, flags: list[str
             visit_id: int, replayed: bool, now: datetime) -> dict:
     tier, points = main.execute(select(customers.c.tier, customers.c.points)
                                 .where(customers.c.id == row.customer_id)).one()
+    flags = flags + [f for f in customer_flags(main, row.customer_id) if f not in flags]
     return {
         **summary(vault, row.customer_id, row.language, tier, points),
         "card": {"card_id": row.id, "kind": row.kind, "status": row.status,
@@ -89,7 +114,7 @@ def tap(main: Session, vault: Session, device: Principal, req: TapIn) -> dict:
     """
     event_id = str(req.event_id)
     try:
-        row, method, flags = resolve(main, device, req)
+        row, method, flags, counter = resolve(main, device, req)
     except Problem as problem:
         # a retry of a tap that was recorded before its card was replaced still gets its
         # record: look for the first attempt only on this rare path, not on every tap
@@ -103,6 +128,8 @@ def tap(main: Session, vault: Session, device: Principal, req: TapIn) -> dict:
         row = main.execute(CARD_SELECT.where(cards.c.id == previous.card_id)).first()
         return _record(main, vault, row, device.store_code, ["weak"] if previous.weak
                        else [], previous.id, True, datetime.now(UTC))
+    if counter is not None and not claim_counter(main, row.id, counter):
+        return _sun_replay(main, vault, device, row, event_id, counter)
     replayed = False
     now = datetime.now(UTC)
     store_code = device.store_code
@@ -123,3 +150,25 @@ def tap(main: Session, vault: Session, device: Principal, req: TapIn) -> dict:
         visit_id, replayed = previous.id, True
     return _record(main, vault, row, store_code, flags, visit_id, replayed, now)
 
+
+def _sun_replay(main: Session, vault: Session, device: Principal, row, event_id: str,
+                counter: int) -> dict:
+    """A SUN counter that did not grow: this tap's own retry, or a copy of an old read.
+
+    Raises:
+        Problem: ``card-replayed`` (and the customer's file is flagged), or
+            ``event-id-conflict``.
+    """
+    previous = _previous_visit(main, event_id)
+    if previous is not None:  # the till retried a tap that was recorded: same answer
+        if previous.device_id != device.id or previous.card_id != row.id:
+            raise Problem("event-id-conflict")
+        return _record(main, vault, row, device.store_code,
+                       ["weak"] if previous.weak else [], previous.id, True, datetime.now(UTC))
+    last = last_counter(main, row.id)
+    main.rollback()  # nothing of this tap is kept but the flag (and no lock is held for it)
+    record_flag(main, customer_id=row.customer_id, card_id=row.id, kind="card-replayed",
+                store_id=device.store_id, device_id=device.id, event_id=event_id,
+                detail={"counter": counter, "last_accepted": last})
+    raise Problem("card-replayed", f"read counter {counter} was already used (last accepted "
+                  f"{last}): a copied or replayed card URL", card_id=row.id)
