@@ -118,14 +118,25 @@ def devices_revoke(device_id: int) -> None:
     click.echo(f"device {device_id} revoked")
 
 
-@devices_cli.command("list")
+@devices_cli.command("list", help="Devices, when each was last seen (heartbeat) and how its "
+                                    "readers and offline queue were then.")
 def devices_list() -> None:
     with _main() as session:
         rows = session.execute(select(Device.id, Device.role, Device.name, Store.code,
-                                      Device.revoked_at).join(Store)).all()
+                                      Device.revoked_at, Device.last_seen_at, Device.health)
+                               .join(Store)).all()
     for row in rows:
         state = "revoked" if row.revoked_at else "active"
-        click.echo(f"{row.id}\t{row.role}\t{row.code}\t{state}\t{row.name}")
+        seen = row.last_seen_at.isoformat(timespec="seconds") if row.last_seen_at else "never"
+        health = row.health or {}
+        readers = health.get("readers") or []
+        ready = sum(1 for r in readers if r.get("status") == "ready")
+        queue = health.get("queue") or {}
+        report = f"readers {ready}/{len(readers)} ready" if readers else "-"
+        if queue.get("depth") or queue.get("failed"):
+            report += f", queue {queue.get('depth', 0)} waiting {queue.get('failed', 0)} refused"
+        click.echo(f"{row.id}\t{row.role}\t{row.code}\t{state}\tseen {seen}\t{report}\t"
+                   f"{row.name}")
 
 
 @click.group("staff", cls=AppGroup, help="Staff accounts.")

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 import requests
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from device_drivers.forwarder import ServerProblem, ServerUnavailable
 from device_drivers.outbox import Dispatcher, Outbox
@@ -491,3 +493,48 @@ def test_offline_tap_and_purchase_are_recorded_and_said_so(live_server, agent_ap
     assert [i["kind"] for i in queue["pending"]] == ["tap", "purchase"]
     assert all("body" not in i for i in queue["pending"])  # a card token stays in the file
     assert queue["pending"][1]["event_id"] == r.json["event_id"]
+
+
+def test_heartbeat_puts_reader_health_on_the_device_row(live_server, agent_app):
+    from server.devices.auth import hash_key
+    from server.devices.models import Device
+
+    app = agent_app(READERS="sim:, nosuch:thing")
+    client = app.test_client()
+    wait_until(lambda: client.get("/status").json["last_heartbeat"], what="a heartbeat")
+
+    def device():
+        with Session(live_server.app.extensions["loyalty.db"].main) as session:
+            return session.scalar(select(Device).where(
+                Device.key_hash == hash_key(live_server.creds["till_key"])))
+
+    row = wait_until(lambda: (lambda d: d if d.health and d.health["readers"][0]["status"]
+                              == "ready" else None)(device()), what="the reader to be ready")
+    assert row.last_seen_at is not None
+    assert time.time() - row.last_seen_at.timestamp() < 30
+    readers = {r["uri"]: r for r in row.health["readers"]}
+    assert readers["nosuch:thing"]["status"] == "failed"
+    assert "unknown reader URI" in readers["nosuch:thing"]["error"]
+    assert row.health["queue"] == {"depth": 0, "failed": 0}
+    text = client.get("/metrics").get_data(as_text=True)
+    assert metric(text, 'loyalty_agent_reader_up{reader="nosuch:thing"}') == 0.0
+    listed = live_server.app.test_cli_runner().invoke(args=["devices", "list"]).output
+    till = next(line for line in listed.splitlines() if line.startswith(f"{row.id}\t"))
+    assert "seen 20" in till and "readers 1/2 ready" in till
+
+
+def test_heartbeat_endpoint_roles_and_body(client, creds):
+    from tests.support.fixtures_server import assert_problem
+
+    body = {"readers": [{"uri": "pcsc:ACR122", "status": "failed", "error": "unplugged"}],
+            "queue": {"depth": 3, "failed": 1}}
+    for device in ("till", "kiosk"):
+        r = client.post("/api/v1/devices/heartbeat", json=body, headers=creds.h(device))
+        assert r.status_code == 200, r.get_json()
+        assert r.get_json()["device_id"] == creds.device_ids[device]
+    assert_problem(client.post("/api/v1/devices/heartbeat", json=body,
+                               headers=creds.staff_auth("desk1")), 403, "forbidden-role")
+    assert_problem(client.post("/api/v1/devices/heartbeat", json=body), 401, "unauthenticated")
+    assert_problem(client.post("/api/v1/devices/heartbeat", headers=creds.h("till"),
+                               json={"readers": [{"uri": "x", "status": "on fire"}]}),
+                   422, "validation-error")

@@ -6,6 +6,7 @@ from pydantic.json_schema import models_json_schema
 
 from server.api.problems import PROBLEMS, TYPE_PREFIX
 from server.cards.schemas import CardIn, CardOut
+from server.devices.views import HeartbeatIn, HeartbeatOut
 from server.enrolment.schemas import EnrolmentIn, EnrolmentOut
 from server.loyalty.schemas import (
     AdjustmentIn,
@@ -22,7 +23,8 @@ from server.taps.schemas import CustomerRecord, TapIn
 
 MODELS = (EnrolmentIn, EnrolmentOut, CardIn, CardOut, TapIn, CustomerRecord, PurchaseIn,
           PurchaseOut, RefundIn, RefundOut, RedemptionIn, RedemptionOut, AdjustmentIn,
-          AdjustmentOut, ConsentChangeIn, SearchIn, RectifyIn, ErasureIn)
+          AdjustmentOut, ConsentChangeIn, SearchIn, RectifyIn, ErasureIn, HeartbeatIn,
+          HeartbeatOut)
 CARD = ("card-token-malformed", "card-token-version", "card-token-unknown-key",
         "card-token-forged", "card-not-found", "card-revoked", "card-superseded",
         "customer-not-found", "customer-erased")
@@ -219,6 +221,19 @@ def build() -> dict:
                                       **_problems("invalid-programme", "forbidden-role",
                                                   "unauthenticated")}},
             },
+            "/devices/heartbeat": {"post": {
+                "summary": "A device is alive: its readers' states and offline queue "
+                           "(till, kiosk)",
+                "description": "Stores the time (`last_seen_at`) and the report on the "
+                               "device; a state, not an event, so no `event_id`: a repeat "
+                               "only refreshes it. Till agents send one every 30 s.",
+                "security": [{"deviceKey": []}],
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": _ref("HeartbeatIn")}}},
+                "responses": {"200": {"description": "OK", "content": {
+                    "application/json": {"schema": _ref("HeartbeatOut")}}},
+                    **_problems(*COMMON)},
+            }},
             **_privacy_paths(),
         },
     }

@@ -7,6 +7,7 @@ from flask import Blueprint, jsonify
 from server.api import openapi
 from server.api.problems import PROBLEMS, TYPE_PREFIX, Problem
 from server.cards.views import bp as cards_bp
+from server.devices.views import bp as devices_bp
 from server.enrolment.views import bp as enrolment_bp
 from server.loyalty.views import bp as loyalty_bp
 from server.privacy.views import bp as privacy_bp
@@ -18,6 +19,7 @@ api.register_blueprint(cards_bp)
 api.register_blueprint(taps_bp)
 api.register_blueprint(loyalty_bp)
 api.register_blueprint(privacy_bp)
+api.register_blueprint(devices_bp)
 
 
 @api.get("/openapi.json")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String
+from sqlalchemy import JSON, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.db import Base, UTCDateTime, utcnow
@@ -24,3 +24,7 @@ class Device(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # written by the device's heartbeat (POST /api/v1/devices/heartbeat), never on a tap
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # what the device said then: its readers' states, its offline queue
+    health: Mapped[dict | None] = mapped_column(JSON)
