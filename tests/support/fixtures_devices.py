@@ -65,14 +65,19 @@ def make_kiosk(live_server, tmp_path):
 
 
 @pytest.fixture
-def make_agent(live_server):
-    """``make_agent(readers, **config) -> Flask app``: readers running, taps to the service."""
+def make_agent(live_server, tmp_path):
+    """``make_agent(readers, **config) -> Flask app``: readers running, taps to the service.
+
+    Each agent has its own instance folder (its outbox): a tap one test queued must never be
+    replayed by another, nor land in the repository's ``instance/``.
+    """
     apps = []
 
     def make(readers: str, **config):
         from device_drivers.agent import create_app
 
-        app = create_app({"SERVER_URL": live_server.url,
+        app = create_app({"INSTANCE_PATH": str(tmp_path / f"agent{len(apps)}"),
+                          "SERVER_URL": live_server.url,
                           "DEVICE_KEY": live_server.creds["till_key"],
                           "READERS": readers, "REOPEN_DELAY": 0.5, **config})
         app.extensions["agent"].start()
