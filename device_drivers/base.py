@@ -45,7 +45,9 @@ class Tap:
 
     At least one of ``uid``, ``url`` or ``qr`` is set. ``url`` is the NDEF URI of an
     NFC card; ``qr`` is the text a scanner read; ``uid`` is the card serial in
-    upper-case hex.
+    upper-case hex. ``signature`` is an NTAG21x card's originality signature (READ_SIG,
+    CARDS.md §4) in upper-case hex, from readers that can read it; it is not checked
+    here and not sent to the service.
     """
 
     reader: str
@@ -53,6 +55,7 @@ class Tap:
     url: str | None = None
     qr: str | None = None
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    signature: str | None = None
 
     def as_payload(self) -> dict:
         """Return the fields of ``POST /api/v1/taps`` (without ``event_id``)."""
@@ -140,6 +143,7 @@ READERS = {
     "sim": "device_drivers.sim:SimReader",
     "pcsc": "device_drivers.pcsc:PcscReader",
     "hid": "device_drivers.hid:HidReader",
+    "nfcpy": "device_drivers.nfcpy_reader:NfcpyReader",
 }
 PRINTERS = {
     "escpos": "device_drivers.printer:open_escpos",
