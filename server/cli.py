@@ -13,6 +13,7 @@ from flask.cli import AppGroup
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from server.cards.sun_keys import sun_cli
 from server.devices.auth import hash_key, hash_password, new_device_key
 from server.devices.models import ROLES as DEVICE_ROLES
 from server.devices.models import Device
@@ -38,6 +39,7 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(tiers_cli)
     app.cli.add_command(import_cli)
     app.cli.add_command(privacy_cli)
+    app.cli.add_command(sun_cli)
     app.cli.add_command(keys_cli)
 
 

@@ -53,11 +53,18 @@ DEFAULTS: dict[str, Any] = {
     # this many seconds; later issues and every replacement need a staff member
     "KIOSK_ISSUE_WINDOW": 3600,
     "MAX_CONTENT_LENGTH": 64 * 1024,
+    # clone signals (server/taps/signals.py): a card tapped CARD_TAP_LIMIT times within
+    # CARD_TAP_WINDOW seconds is refused and flagged (0: no limit); a card seen in two stores
+    # within CLONE_STORE_MINUTES is flagged
+    "CARD_TAP_LIMIT": 6,
+    "CARD_TAP_WINDOW": 60,
+    "CLONE_STORE_MINUTES": 30,
     "SQL_ECHO": False,
     "LOG_LEVEL": "INFO",
 }
 
-_INTS = {"KIOSK_ISSUE_WINDOW", "MAX_CONTENT_LENGTH", "RETENTION_INACTIVE_DAYS",
+_INTS = {"KIOSK_ISSUE_WINDOW", "MAX_CONTENT_LENGTH", "CARD_TAP_LIMIT", "CARD_TAP_WINDOW",
+         "CLONE_STORE_MINUTES", "RETENTION_INACTIVE_DAYS",
          "RETENTION_NOTICE_DAYS", "PERMANENT_SESSION_LIFETIME"}
 _FLOATS = {"KEY_FILE_CHECK_INTERVAL"}
 _BOOLS = {"SQL_ECHO", "SESSION_COOKIE_SECURE"}

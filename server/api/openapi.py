@@ -182,7 +182,7 @@ def build() -> dict:
             "/taps": {"post": _operation(
                 "A card tapped at a till", "till", "TapIn", "200", "CustomerRecord",
                 *TOKEN, *SUN, "card-not-found", "card-revoked", "card-superseded",
-                "uid-only-disabled", "event-id-conflict")},
+                "uid-only-disabled", "card-rate-limited", "event-id-conflict")},
             "/purchases": {"post": _operation(
                 "A purchase: the points each line earns", "till", "PurchaseIn", "201",
                 "PurchaseOut", *CARD, "currency-mismatch", "store-mismatch", "total-mismatch",

@@ -36,6 +36,8 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "card-revoked": (410, "This card has been revoked"),
     "card-superseded": (410, "This card was replaced by a newer one"),
     "customer-erased": (410, "This customer's personal data has been erased"),
+    "card-rate-limited": (429, "This card is tapped faster than a person could: "
+                               "wait, or see the desk"),
     "payload-too-large": (413, "The request body is too large"),
     "unsupported-media-type": (415, "Send the body as application/json"),
     "validation-error": (422, "The request does not match the schema"),

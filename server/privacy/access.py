@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from server.api.problems import Problem
 from server.cards.models import Card
+from server.cards.service import card_flags
 from server.customers.models import Customer, SurveyResponse
 from server.db import utcnow
 from server.loyalty.models import (
@@ -90,6 +91,9 @@ def export(main: Session, vault: Session, customer_id: str) -> dict:
         "consents": {"current": consent.current(main, customer_id),
                      "history": consent.history(main, customer_id)},
         "cards": _rows(main, Card.__table__, Card.customer_id == customer_id, Card.issued_at),
+        # replays, clone signals: what the shop noted about the customer's cards
+        "card_flags": _rows(main, card_flags, card_flags.c.customer_id == customer_id,
+                            card_flags.c.id),
         "visits": _rows(main, Visit.__table__, Visit.customer_id == customer_id, Visit.id),
         "purchases": purchases,
         "refunds": refunds,

@@ -12,7 +12,9 @@ from server.db import Base, UTCDateTime, utcnow
 
 class Visit(Base):
     __tablename__ = "visits"
-    __table_args__ = (Index("ix_visits_customer_recorded", "customer_id", "recorded_at"),)
+    __table_args__ = (Index("ix_visits_customer_recorded", "customer_id", "recorded_at"),
+                      # clone signals read a card's recent visits on every tap
+                      Index("ix_visits_card_recorded", "card_id", "recorded_at"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     event_id: Mapped[str] = mapped_column(String(36), unique=True)

@@ -30,6 +30,7 @@ from server.customers.service import summary
 from server.devices.auth import Principal
 from server.loyalty.record import count_visit, loyalty_view
 from server.stores.models import Store
+from server.taps import signals
 from server.taps.models import Visit
 from server.taps.schemas import TapIn
 
@@ -128,10 +129,23 @@ def tap(main: Session, vault: Session, device: Principal, req: TapIn) -> dict:
         row = main.execute(CARD_SELECT.where(cards.c.id == previous.card_id)).first()
         return _record(main, vault, row, device.store_code, ["weak"] if previous.weak
                        else [], previous.id, True, datetime.now(UTC))
+    now = datetime.now(UTC)
+    at = signals.tap_time(req.tapped_at, now)  # an offline tap counts when it happened
+    signal, detail = signals.check(main, row.id, device.store_id, event_id, at)
+    if signal == "card-tap-rate" and _previous_visit(main, event_id) is None:
+        record_flag(main, customer_id=row.customer_id, card_id=row.id, kind=signal,
+                    store_id=device.store_id, device_id=device.id, event_id=event_id,
+                    detail=detail)
+        raise Problem("card-rate-limited", f"{detail['taps']} taps of this card within "
+                      f"{detail['seconds']} s", card_id=row.id)
+    if signal == "card-two-stores":
+        record_flag(main, customer_id=row.customer_id, card_id=row.id, kind=signal,
+                    store_id=device.store_id, device_id=device.id, event_id=event_id,
+                    detail=detail)
+        flags = [*flags, signal]
     if counter is not None and not claim_counter(main, row.id, counter):
         return _sun_replay(main, vault, device, row, event_id, counter)
     replayed = False
-    now = datetime.now(UTC)
     store_code = device.store_code
     try:
         visit_id = main.execute(insert(visits).values(
@@ -139,7 +153,7 @@ def tap(main: Session, vault: Session, device: Principal, req: TapIn) -> dict:
             store_id=device.store_id, device_id=device.id, reader=req.reader, method=method,
             weak="weak" in flags, tapped_at=req.tapped_at, recorded_at=now,
         )).inserted_primary_key[0]
-        count_visit(main, row.customer_id, device.store_id, store_code, visit_id, device.id, now)
+        count_visit(main, row.customer_id, device.store_id, store_code, visit_id, device.id, at)
     except IntegrityError:
         main.rollback()
         previous = _previous_visit(main, event_id)
