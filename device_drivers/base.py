@@ -1,4 +1,4 @@
-"""The driver interfaces: one ``Reader``, one ``Printer``, chosen by URI."""
+"""The driver interfaces: one ``Reader``, one ``CardWriter``, one ``Printer``, chosen by URI."""
 
 from __future__ import annotations
 
@@ -110,6 +110,127 @@ class Reader(abc.ABC):
         self.close()
 
 
+class WriteError(DriverError):
+    """Writing a card failed; no card was written that should be activated.
+
+    Every subclass leaves the card without a new message: the write either did not start,
+    or left an empty NDEF message (length 0), never half of one. The kiosk may offer to try
+    again (the same card, or another one for ``too-small`` and ``read-only``).
+
+    Attributes:
+        reason: a stable code: ``no-card``, ``too-small``, ``read-only``, ``interrupted``,
+            ``mismatch``, ``unavailable``, or ``failed`` (anything else: a card that refused
+            a command, an unformatted card, a lock that is not supported or failed).
+    """
+
+    reason = "failed"
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+
+class NoCard(WriteError):
+    """No card was presented within the timeout."""
+
+    reason = "no-card"
+
+
+class CardTooSmall(WriteError):
+    """The card's NDEF area cannot hold the message."""
+
+    reason = "too-small"
+
+
+class CardReadOnly(WriteError):
+    """The card is locked or read-only (capability container, lock bits, or it refused)."""
+
+    reason = "read-only"
+
+
+class WriteInterrupted(WriteError):
+    """The card left the field (or stopped answering) in the middle of the write."""
+
+    reason = "interrupted"
+
+
+class ReadBackMismatch(WriteError):
+    """The card accepted the write, but reading it back gave other bytes."""
+
+    reason = "mismatch"
+
+
+class WriterUnavailable(WriteError):
+    """The writer device itself is gone (unplugged, its service down); open it again."""
+
+    reason = "unavailable"
+
+
+@dataclass(frozen=True)
+class WrittenCard:
+    """A card that holds the URL, read back and compared.
+
+    Attributes:
+        uid: the card serial in upper-case hex (to record with the card).
+        kind: ``type2`` (NTAG21x) or ``type4``.
+        capacity: bytes of NDEF area the card has (NTAG213 144, NTAG215 496, NTAG216 872;
+            a Type 4 tag's NDEF file size less the 2-byte length).
+        locked: the card was made permanently read-only.
+    """
+
+    uid: str
+    kind: str
+    capacity: int
+    locked: bool = False
+
+
+class CardWriter(abc.ABC):
+    """A card writer (the kiosk's NFC reader) owned by one thread."""
+
+    uri: str = ""
+
+    @abc.abstractmethod
+    def open(self) -> None:
+        """Open the device.
+
+        Raises:
+            WriterUnavailable: the device is missing or cannot be opened.
+        """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the device; safe to call twice."""
+
+    @abc.abstractmethod
+    def write(self, url: str, *, timeout: float, lock: bool = False) -> WrittenCard:
+        """Wait for a card, write ``url`` as an NDEF URI message, read it back and compare.
+
+        A card presented once is written once: after a successful write, the next call waits
+        for another presentation. After a failure the card still on the writer is written
+        again by the next call (that is "try again").
+
+        Args:
+            url: the card URL (CARDS.md §1).
+            timeout: seconds to wait at most for a card.
+            lock: make the card permanently read-only after the read-back (NTAG21x only).
+
+        Returns:
+            What was written on: UID, kind, capacity, locked.
+
+        Raises:
+            WriteError: one of its subclasses says why (``reason``); the card holds no new
+                message to activate.
+        """
+
+    def __enter__(self) -> CardWriter:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 @dataclass(frozen=True)
 class CardSlip:
     """What is printed on a QR loyalty card. Never more personal data than a first name."""
@@ -145,6 +266,11 @@ READERS = {
     "hid": "device_drivers.hid:HidReader",
     "nfcpy": "device_drivers.nfcpy_reader:NfcpyReader",
 }
+WRITERS = {
+    "sim": "device_drivers.sim:SimWriter",
+    "pcsc": "device_drivers.pcsc_writer:PcscWriter",
+    "nfcpy": "device_drivers.nfcpy_writer:NfcpyWriter",
+}
 PRINTERS = {
     "escpos": "device_drivers.printer:open_escpos",
     "file": "device_drivers.printer:open_escpos",
@@ -176,3 +302,12 @@ def open_printer(uri: str) -> Printer:
         DriverError: the URI names no known driver or is malformed.
     """
     return _factory(PRINTERS, uri, "printer")(uri)
+
+
+def open_writer(uri: str) -> CardWriter:
+    """Make (not open) the card writer for ``uri``: ``pcsc:NAME``, ``nfcpy:PATH`` or ``sim:``.
+
+    Raises:
+        DriverError: the URI names no known driver or is malformed.
+    """
+    return _factory(WRITERS, uri, "card writer")(uri)

@@ -1,4 +1,6 @@
-"""``sim:`` reader: taps injected by software, for the demo and the tests.
+"""``sim:`` reader and card writer: taps injected by software, writes that write nothing.
+
+The reader:
 
 | capability | |
 |---|---|
@@ -6,14 +8,36 @@
 | NDEF URL | yes, as given |
 | QR text | yes, as given |
 | hardware | none |
+
+The writer (``open_writer("sim:")``, for ``make run``) writes nothing: each ``write`` returns
+at once with a fresh fake NTAG213 UID. ``sim:fail=REASON[,REASON...]`` makes the first writes
+fail, one per reason and in order, with the ``WriteError`` of that ``reason`` (``no-card``,
+``too-small``, ``read-only``, ``interrupted``, ``mismatch``, ``unavailable``, ``failed``);
+the writes after them succeed. ``fail_next(reason)`` queues one more failure.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import secrets
+import threading
 
-from device_drivers.base import Reader, ReaderError, Tap
+from device_drivers.base import (
+    CardReadOnly,
+    CardTooSmall,
+    CardWriter,
+    DriverError,
+    NoCard,
+    ReadBackMismatch,
+    Reader,
+    ReaderError,
+    Tap,
+    WriteError,
+    WriteInterrupted,
+    WriterUnavailable,
+    WrittenCard,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,3 +77,84 @@ class SimReader(Reader):
             return self._taps.get(timeout=timeout)
         except queue.Empty:
             return None
+
+
+NTAG213_CAPACITY = 144  # bytes of NDEF TLV area
+FAILURES: dict[str, type[WriteError]] = {
+    "no-card": NoCard,
+    "too-small": CardTooSmall,
+    "read-only": CardReadOnly,
+    "interrupted": WriteInterrupted,
+    "mismatch": ReadBackMismatch,
+    "unavailable": WriterUnavailable,
+    "failed": WriteError,
+}
+
+
+class SimWriter(CardWriter):
+    """A card writer that writes nothing; see the module docstring.
+
+    Args:
+        uri: ``sim:`` or ``sim:fail=REASON[,REASON...]``.
+
+    Raises:
+        DriverError: an unknown option or failure reason in the URI.
+
+    Attributes:
+        written: ``(uid, url, locked)`` of every successful write, oldest first.
+    """
+
+    def __init__(self, uri: str = "sim:") -> None:
+        self.uri = uri
+        self.written: list[tuple[str, str, bool]] = []
+        self._failures: list[str] = []
+        self._lock = threading.Lock()
+        self._open = False
+        options = uri.partition(":")[2].strip()
+        for option in filter(None, options.split(";")):
+            key, _, value = option.partition("=")
+            if key != "fail":
+                raise DriverError(f"malformed writer URI {uri!r}: unknown option {key!r}")
+            for reason in filter(None, value.split(",")):
+                self.fail_next(reason)
+
+    def fail_next(self, reason: str) -> None:
+        """Make the next write not failed yet fail with ``reason``.
+
+        Raises:
+            DriverError: ``reason`` is not one of ``WriteError``'s reasons.
+        """
+        if reason not in FAILURES:
+            raise DriverError(
+                f"unknown simulated write failure {reason!r}: use one of {', '.join(FAILURES)}"
+            )
+        with self._lock:
+            self._failures.append(reason)
+
+    def open(self) -> None:
+        self._open = True
+
+    def close(self) -> None:
+        self._open = False
+
+    def write(self, url: str, *, timeout: float, lock: bool = False) -> WrittenCard:
+        """Pretend to write ``url`` on an NTAG213; see ``CardWriter.write``."""
+        from device_drivers.ndefmsg import uri_message
+
+        if not self._open:
+            raise WriterUnavailable(f"simulated writer {self.uri!r} is not open")
+        with self._lock:
+            reason = self._failures.pop(0) if self._failures else None
+        if reason is not None:
+            raise FAILURES[reason](f"simulated write failure: {reason}", reason)
+        message = uri_message(url)
+        if len(message) + 2 > NTAG213_CAPACITY:  # the TLV: tag, length, message
+            raise CardTooSmall(
+                f"the message takes {len(message)} bytes; the simulated NTAG213 holds "
+                f"{NTAG213_CAPACITY - 2}"
+            )
+        uid = "04" + secrets.token_hex(6).upper()
+        self.written.append((uid, url, lock))
+        log.info("simulated card %s written (%d bytes%s)", uid, len(message),
+                 ", locked" if lock else "")
+        return WrittenCard(uid=uid, kind="type2", capacity=NTAG213_CAPACITY, locked=lock)
