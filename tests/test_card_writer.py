@@ -347,3 +347,70 @@ def test_pcsc_lock_is_off_by_default(writer, type2):
     assert writer.write(URL, timeout=3).locked is False
     assert tag.page(3) == bytes.fromhex("E1101200")
     assert tag.page(2)[2:] == b"\0\0" and tag.page(0x28) == b"\0\0\0\0"
+
+
+# -- nfcpy: ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def udp_writer():
+    """``(writer, port)``: an open ``nfcpy:udp`` writer on a free port, late answers dropped."""
+    from device_drivers.nfcpy_writer import NfcpyWriter
+    from tests.support.nfc_udp import free_udp_port, synchronous_link
+
+    port = free_udp_port()
+    with synchronous_link():
+        w = open_writer(f"nfcpy:udp:127.0.0.1:{port}")
+        assert isinstance(w, NfcpyWriter)
+        w.open()
+        yield w, port
+        w.close()
+
+
+@pytest.mark.hardware
+def test_nfcpy_ntag213_write_reads_back_and_the_reader_then_gives_the_url(udp_writer):
+    from tests.support.nfc_udp import UdpCard, ntag213
+
+    writer, port = udp_writer
+    with UdpCard(ntag213(UID, uri_message(OLD_URL)), port) as tag:
+        written = writer.write(URL, timeout=5)
+
+        assert written == WrittenCard(uid=UID.hex().upper(), kind="type2", capacity=142,
+                                      locked=False)
+        writes = tag.commands(0xA2)
+        assert writes[0][:4] == bytes.fromhex("A2040300")  # TLV length 0 first
+        assert writes[-1][:4] == bytes([0xA2, 0x04, 0x03, len(MESSAGE)])  # its length last
+        with open_reader(f"nfcpy:udp:127.0.0.1:{port}") as reader:
+            tap = reader.read(timeout=5)
+    assert tap is not None and tap.url == URL
+
+
+@pytest.mark.hardware
+def test_nfcpy_type4_write_reads_back(udp_writer):
+    from tests.support.nfc_udp import UdpCard, type4
+
+    writer, port = udp_writer
+    with UdpCard(type4(UID, uri_message(OLD_URL)), port):
+        written = writer.write(URL, timeout=5)
+        writer.close()  # field off: the Type 4A card stays selected by the writer until then
+        with open_reader(f"nfcpy:udp:127.0.0.1:{port}") as reader:
+            tap = reader.read(timeout=5)
+
+    assert (written.kind, written.uid, written.locked) == ("type4", UID.hex().upper(), False)
+    assert tap is not None and tap.url == URL
+
+
+@pytest.mark.hardware
+@pytest.mark.parametrize(
+    ("url", "cc", "error"),
+    [(LONG_URL, None, CardTooSmall), (URL, bytes.fromhex("E110120F"), CardReadOnly)],
+    ids=["too-small", "read-only"],
+)
+def test_nfcpy_ntag213_too_small_or_read_only_is_not_written(udp_writer, url, cc, error):
+    from tests.support.nfc_udp import UdpCard, ntag213
+
+    writer, port = udp_writer
+    with UdpCard(ntag213(UID, uri_message(OLD_URL), cc=cc), port) as tag:
+        with pytest.raises(error):
+            writer.write(url, timeout=5)
+        assert tag.commands(0xA2) == []
