@@ -515,3 +515,20 @@ def test_desk_in_chromium_finds_corrects_and_reads_in_lithuanian(app, api, creds
     assert not errors, f"the page logged errors: {errors}"
     rectify = [e for e in _audit(app, cid) if e.action == "personal-data.rectify"]
     assert rectify[0].detail == {"fields": ["last_name"], "reason": "accent missing"}
+
+
+def test_card_alerts_show_on_the_customer_page(app, api, creds):
+    from server.cli import add_device
+    from server.stores.models import Store
+
+    cid = _enrol(api)
+    card = api.issue_card(cid).get_json()
+    assert api.tap(url=card["url"]).status_code == 200
+    with Session(app.extensions["loyalty.db"].main) as s:
+        s.add(Store(code="FAR-01", name="Far away"))
+        s.commit()
+        key = add_device(s, "FAR-01", "till", "far till")
+    assert api.tap(url=card["url"], headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    page = office(app, creds, "desk1").page(f"{BO}/customers/{cid}?lang=fr")
+    assert "Alertes sur les cartes" in page
+    assert "la même carte dans deux magasins" in page and "FAR-01" in page

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from server.api.problems import Problem
 from server.cards.models import Card
+from server.cards.service import card_flags
 from server.customers.models import Customer
 from server.devices.auth import Principal
 from server.privacy import consent, service
@@ -30,6 +31,7 @@ class CustomerFile:
     consents: dict[str, dict]
     history: list[dict]
     cards: list[Card]
+    flags: list  # replays and clone signals on the customer's cards, newest first
 
 
 def customer_file(main: Session, vault: Session, principal: Principal, customer_id: str,
@@ -53,6 +55,11 @@ def customer_file(main: Session, vault: Session, principal: Principal, customer_
         history=consent.history(main, customer_id),
         cards=list(main.scalars(select(Card).where(Card.customer_id == customer_id)
                                 .order_by(Card.issued_at, Card.id))),
+        flags=main.execute(select(card_flags.c.card_id, card_flags.c.kind, card_flags.c.at,
+                                  Store.code.label("store"))
+                           .outerjoin(Store, Store.id == card_flags.c.store_id)
+                           .where(card_flags.c.customer_id == customer_id)
+                           .order_by(card_flags.c.id.desc()).limit(50)).all(),
     )
 
 
