@@ -51,8 +51,8 @@ from device_drivers.nfcpy_reader import (
     _present,
     _read_binary,
     _reason,
-    parse_cc,
 )
+from device_drivers.t4t import parse_cc
 
 log = logging.getLogger(__name__)
 

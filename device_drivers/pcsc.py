@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 
 from smartcard.scard import (
     SCARD_E_INVALID_HANDLE,
@@ -59,14 +58,12 @@ from smartcard.scard import (
 
 from device_drivers.base import Reader, ReaderError, ReaderUnavailable, Tap
 from device_drivers.ndefmsg import first_uri
+from device_drivers.t4t import SELECT_CC, SELECT_NDEF_APP, parse_cc
 
 log = logging.getLogger(__name__)
 
 GET_UID = bytes.fromhex("FFCA000000")
-SELECT_NDEF_APP = bytes.fromhex("00A4040007D276000085010100")
-SELECT_CC = bytes.fromhex("00A4000C02E103")
 SW_OK = 0x9000
-_RESERVED_FILE_IDS = {0x0000, 0xE102, 0xE103, 0x3F00, 0x3FFF, 0xFFFF}
 _PCSCD_HINT = "is pcscd running? (systemctl start pcscd.socket, or run pcscd -f as root)"
 # the PC/SC context died with pcscd (restarted, upgraded): a new context may work
 _SERVICE_LOST = {
@@ -75,48 +72,6 @@ _SERVICE_LOST = {
     SCARD_E_INVALID_HANDLE,
     SCARD_F_COMM_ERROR,
 }
-
-
-@dataclass(frozen=True)
-class CapabilityContainer:
-    """The parts of a Type 4 tag's capability container that a reader needs."""
-
-    mle: int  # the largest R-APDU data the tag sends (READ BINARY chunk size)
-    ndef_file_id: int
-    ndef_max_size: int  # size of the NDEF file, NLEN included
-    read_access: int
-
-
-def parse_cc(cc: bytes) -> CapabilityContainer:
-    """Parse the first 15 bytes of a Type 4 tag's capability container (mapping 1.0/2.0).
-
-    Args:
-        cc: the bytes READ BINARY returned for file E103.
-
-    Returns:
-        The maximum R-APDU size and the NDEF file control TLV.
-
-    Raises:
-        ReaderError: the container is short, of an unknown version or malformed.
-    """
-    if len(cc) < 15:
-        raise ReaderError(f"malformed capability container: {len(cc)} bytes, need 15")
-    cclen, mle = int.from_bytes(cc[0:2], "big"), int.from_bytes(cc[3:5], "big")
-    if cclen < 15:
-        raise ReaderError(f"malformed capability container: CCLEN {cclen} < 15")
-    if cc[2] >> 4 not in (1, 2):
-        raise ReaderError(f"unsupported Type 4 tag mapping version {cc[2] >> 4}.{cc[2] & 15}")
-    if mle < 1:
-        raise ReaderError("malformed capability container: maximum R-APDU size 0")
-    if cc[7:9] != b"\x04\x06":
-        raise ReaderError("malformed capability container: no NDEF file control TLV (04 06)")
-    file_id = int.from_bytes(cc[9:11], "big")
-    max_size = int.from_bytes(cc[11:13], "big")
-    if file_id in _RESERVED_FILE_IDS:
-        raise ReaderError(f"malformed capability container: reserved NDEF file id {file_id:04X}")
-    if max_size < 2:
-        raise ReaderError(f"malformed capability container: NDEF file size {max_size}")
-    return CapabilityContainer(mle, file_id, max_size, cc[13])
 
 
 def _check(hresult: int, what: str, error: type[ReaderError] = ReaderError) -> None:

@@ -74,7 +74,8 @@ from device_drivers.base import (
     WrittenCard,
 )
 from device_drivers.ndefmsg import uri_message
-from device_drivers.pcsc import GET_UID, SELECT_CC, SELECT_NDEF_APP, SW_OK, PcscReader, parse_cc
+from device_drivers.pcsc import GET_UID, SW_OK, PcscReader
+from device_drivers.t4t import SELECT_CC, SELECT_NDEF_APP, parse_cc
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,8 @@ import pytest
 
 from device_drivers import ReaderError, Tap, open_reader
 from device_drivers.ndefmsg import uri_message
-from device_drivers.pcsc import PcscReader, parse_cc
+from device_drivers.pcsc import PcscReader
+from device_drivers.t4t import parse_cc
 from tests.support.fixtures_pcsc import wait_card_state
 
 pytestmark = pytest.mark.hardware
