@@ -36,7 +36,7 @@ from typing import Any
 
 from device_drivers.base import DriverError, Reader, ReaderError, ReaderUnavailable, Tap
 from device_drivers.ndefmsg import first_uri
-from device_drivers.t4t import parse_cc
+from device_drivers.t4t import read_ndef_file
 
 log = logging.getLogger(__name__)
 
@@ -362,32 +362,12 @@ def _type4_url(tag: Any) -> str | None:
     if sw != SW_OK:
         log.debug("no NDEF application (status %04X): UID-only card", sw)
         return None
-    _, sw = _apdu(tag, 0xA4, 0x00, 0x0C, CC_FILE)
-    if sw != SW_OK:
-        raise ReaderError(f"NDEF application without a capability container (status {sw:04X})")
-    cc = parse_cc(_read_binary(tag, 0, 15, "reading the capability container"))
-    if cc.read_access != 0x00:
-        raise ReaderError(f"the NDEF file is read-protected (access {cc.read_access:02X})")
-    _, sw = _apdu(tag, 0xA4, 0x00, 0x0C, cc.ndef_file_id.to_bytes(2, "big"))
-    if sw != SW_OK:
-        raise ReaderError(f"NDEF file {cc.ndef_file_id:04X} cannot be selected (status {sw:04X})")
-    nlen_bytes = _read_binary(tag, 0, 2, "reading the NDEF length")
-    if len(nlen_bytes) != 2:
-        raise ReaderError("reading the NDEF length: the tag returned 1 byte")
-    nlen = int.from_bytes(nlen_bytes, "big")
-    if nlen == 0:
+    message = read_ndef_file(
+        lambda file_id, _what: _apdu(tag, 0xA4, 0x00, 0x0C, file_id)[1],
+        lambda offset, length, what: _read_binary(tag, offset, length, what))
+    if message is None:
         log.debug("empty NDEF file: UID-only card")
         return None
-    if nlen > cc.ndef_max_size - 2:
-        raise ReaderError(
-            f"NDEF length {nlen} is beyond the NDEF file ({cc.ndef_max_size - 2} bytes at most)"
-        )
-    chunk = min(cc.mle, 0xFF)
-    message = b""
-    while len(message) < nlen:
-        message += _read_binary(
-            tag, 2 + len(message), min(chunk, nlen - len(message)), "reading the NDEF message"
-        )
     return first_uri(message)
 
 

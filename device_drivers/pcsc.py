@@ -58,7 +58,7 @@ from smartcard.scard import (
 
 from device_drivers.base import Reader, ReaderError, ReaderUnavailable, Tap
 from device_drivers.ndefmsg import first_uri
-from device_drivers.t4t import SELECT_CC, SELECT_NDEF_APP, parse_cc
+from device_drivers.t4t import SELECT_NDEF_APP, read_ndef_file
 
 log = logging.getLogger(__name__)
 
@@ -273,39 +273,13 @@ class PcscReader(Reader):
         if sw != SW_OK:
             log.debug("no NDEF application (status %04X): trying Type 2 pages", sw)
             return self._read_type2_url(card, pci)
-        _, sw = self._transmit(card, pci, SELECT_CC, "selecting the capability container")
-        if sw != SW_OK:
-            raise ReaderError(f"NDEF application without a capability container (status {sw:04X})")
-        cc = parse_cc(self._read_binary(card, pci, 0, 15, "reading the capability container"))
-        if cc.read_access != 0x00:
-            raise ReaderError(f"the NDEF file is read-protected (access {cc.read_access:02X})")
-        select = bytes([0x00, 0xA4, 0x00, 0x0C, 0x02]) + cc.ndef_file_id.to_bytes(2, "big")
-        _, sw = self._transmit(card, pci, select, "selecting the NDEF file")
-        if sw != SW_OK:
-            raise ReaderError(
-                f"NDEF file {cc.ndef_file_id:04X} cannot be selected (status {sw:04X})"
-            )
-        nlen_bytes = self._read_binary(card, pci, 0, 2, "reading the NDEF length")
-        if len(nlen_bytes) != 2:
-            raise ReaderError("reading the NDEF length: the tag returned 1 byte")
-        nlen = int.from_bytes(nlen_bytes, "big")
-        if nlen == 0:
+        message = read_ndef_file(
+            lambda file_id, what: self._transmit(
+                card, pci, b"\x00\xa4\x00\x0c\x02" + file_id, what)[1],
+            lambda offset, length, what: self._read_binary(card, pci, offset, length, what))
+        if message is None:
             log.debug("empty NDEF file: UID-only card")
             return None
-        if nlen > cc.ndef_max_size - 2:
-            raise ReaderError(
-                f"NDEF length {nlen} is beyond the NDEF file ({cc.ndef_max_size - 2} bytes at most)"
-            )
-        chunk = min(cc.mle, 0xFF)
-        message = b""
-        while len(message) < nlen:
-            message += self._read_binary(
-                card,
-                pci,
-                2 + len(message),
-                min(chunk, nlen - len(message)),
-                "reading the NDEF message",
-            )
         return first_uri(message)
 
     # -- Type 2 tags (NTAG21x, MIFARE Ultralight) through the reader's page read ---------------

@@ -4,12 +4,15 @@ no hardware library)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from device_drivers.base import ReaderError
 
 SELECT_NDEF_APP = bytes.fromhex("00A4040007D276000085010100")
 SELECT_CC = bytes.fromhex("00A4000C02E103")
+CC_FILE = bytes.fromhex("E103")
+SW_OK = 0x9000
 _RESERVED_FILE_IDS = {0x0000, 0xE102, 0xE103, 0x3F00, 0x3FFF, 0xFFFF}
 
 
@@ -53,3 +56,42 @@ def parse_cc(cc: bytes) -> CapabilityContainer:
     if max_size < 2:
         raise ReaderError(f"malformed capability container: NDEF file size {max_size}")
     return CapabilityContainer(mle, file_id, max_size, cc[13])
+
+
+def read_ndef_file(select: Callable[[bytes, str], int],
+                   read_binary: Callable[[int, int, str], bytes]) -> bytes | None:
+    """The NDEF message of a Type 4 tag whose NDEF application is selected; ``None`` if empty.
+
+    Args:
+        select: ``select(file_id, what) -> status word`` (SELECT by file id, ``00 A4 00 0C``).
+        read_binary: ``read_binary(offset, length, what) -> data``, raising ``ReaderError``
+            on a status other than 9000 or no data.
+
+    Raises:
+        ReaderError: no capability container, read-protected or malformed file.
+    """
+    sw = select(CC_FILE, "selecting the capability container")
+    if sw != SW_OK:
+        raise ReaderError(f"NDEF application without a capability container (status {sw:04X})")
+    cc = parse_cc(read_binary(0, 15, "reading the capability container"))
+    if cc.read_access != 0x00:
+        raise ReaderError(f"the NDEF file is read-protected (access {cc.read_access:02X})")
+    sw = select(cc.ndef_file_id.to_bytes(2, "big"), "selecting the NDEF file")
+    if sw != SW_OK:
+        raise ReaderError(f"NDEF file {cc.ndef_file_id:04X} cannot be selected (status {sw:04X})")
+    nlen_bytes = read_binary(0, 2, "reading the NDEF length")
+    if len(nlen_bytes) != 2:
+        raise ReaderError("reading the NDEF length: the tag returned 1 byte")
+    nlen = int.from_bytes(nlen_bytes, "big")
+    if nlen == 0:
+        return None
+    if nlen > cc.ndef_max_size - 2:
+        raise ReaderError(
+            f"NDEF length {nlen} is beyond the NDEF file ({cc.ndef_max_size - 2} bytes at most)"
+        )
+    chunk = min(cc.mle, 0xFF)
+    message = b""
+    while len(message) < nlen:
+        message += read_binary(2 + len(message), min(chunk, nlen - len(message)),
+                               "reading the NDEF message")
+    return message
