@@ -27,6 +27,15 @@ DEFAULTS: dict[str, Any] = {
     "LOG_LEVEL": "INFO",
     "DEVICE_KEY": "",
     "PRINTER": "file:instance/printer-output.bin",
+    # the NFC card writer (pcsc:NAME, nfcpy:PATH, sim:); empty = no NFC cards, QR only
+    "WRITER": "sim:",
+    # the reader used in staff mode (staff card, old card); empty = the writer's device
+    "STAFF_READER": "",
+    "CARD_LOCK": False,           # make written NFC cards permanently read-only
+    "WRITE_TIMEOUT": 30.0,        # seconds to wait for a card on the writer
+    "SHOP_LOGO": "",              # an image file printed at the top of the card slip
+    "SURVEY_FILE": "",            # the shop's survey questions (TOML); empty = the default
+    "HEARTBEAT_INTERVAL": 30.0,   # seconds between heartbeats to the service (0 = none)
     "SHOP_NAME": "Demo shop",
     "DEFAULT_LANGUAGE": "fr",
     "CONSENT_VERSION": "2026-11",
@@ -83,9 +92,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         settings["SERVER_URL"], settings["DEVICE_KEY"], float(settings["REQUEST_TIMEOUT"]))
     app.extensions["kiosk.printer"] = PrinterWorker(settings["PRINTER"])
 
+    from kiosk_app import issuing, staff
     from kiosk_app.views import bp
 
     app.register_blueprint(bp)
+    app.register_blueprint(issuing.bp)
+    app.register_blueprint(staff.bp)
+    issuing.init_app(app)
 
     @app.context_processor
     def _globals():
