@@ -233,13 +233,18 @@ class CardWriter(abc.ABC):
 
 @dataclass(frozen=True)
 class CardSlip:
-    """What is printed on a QR loyalty card. Never more personal data than a first name."""
+    """What is printed on a QR loyalty card. Never more personal data than a first name.
+
+    ``logo`` is the path of an image file (PNG, JPEG, BMP) printed centred at the top; a
+    missing or unreadable file is logged and the slip printed without it.
+    """
 
     shop_name: str
     first_name: str
     customer_code: str
     card_url: str
     lines: tuple[str, ...] = ()
+    logo: str | None = None
 
 
 class Printer(abc.ABC):

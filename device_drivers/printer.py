@@ -23,6 +23,8 @@ URI grammar (scheme and transport names are case-insensitive)::
                 ) [ "?" query ]
     query     = param *( "&" param )
     param     = "profile=" NAME                        ; python-escpos profile, default TM-T88V
+              | "width=" DOTS                          ; printable width, 64..4096; default
+                                                       ; the profile's media width
               | "qr=" ( "image" | "native" )           ; default image
               | "image=" ( "raster" | "graphics" | "column" )
                                                        ; how an image QR is sent: GS v 0 (default),
@@ -33,6 +35,19 @@ URI grammar (scheme and transport names are case-insensitive)::
 
 ``host`` is an IPv4 address or a host name (python-escpos ``Network`` is IPv4 only). Unknown
 or repeated parameters, and parameters that do not apply to the transport, are errors.
+
+Profiles are python-escpos capability profiles (``escpos.capabilities``): ``TM-T88V``,
+``TM-T20II``, ``POS-5890`` (generic 58 mm), ``default`` (generic, with ``width=``) ... An
+unknown profile, a profile without a media width and no ``width=``, ``qr=native`` on a
+profile without native QR codes, or an ``image=`` mode the profile lacks, are refused when
+the printer is made (``open_printer``), with a message that says what to change. ``width=``
+also sets the text columns (12 dots a character, font A) when it differs from the profile's
+own width. docs/PRINTERS.md lists the settings of common printers.
+
+A slip's ``logo`` (an image file) is printed centred above the shop name: converted to
+1 bit (dithered), scaled down to fit the width and ``LOGO_MAX_HEIGHT`` dots, and sent the
+way ``image=`` says. The prepared image is kept per path, size, modification time and
+width. A logo that cannot be read is logged as a warning and the slip printed without it.
 
 The ``file:`` printer opens ``path`` for writing at every job (python-escpos ``File`` opens it
 with ``"wb"``): a regular file holds the bytes of the last job only, which is what the demo
@@ -53,7 +68,9 @@ logging.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import os
 import re
 import sys
 import textwrap
@@ -74,6 +91,9 @@ DEFAULT_SERIAL_TIMEOUT = 1.0
 DEFAULT_BAUD = 9600
 QR_MODULE_DOTS = 8  # dots per QR module when the paper is wide enough (~1 mm at 180-203 dpi)
 FALLBACK_COLUMNS = 42
+FONT_A_DOTS = 12  # font A is 12 x 24 dots on Epson and compatible printers
+MIN_WIDTH, MAX_WIDTH = 64, 4096
+LOGO_MAX_HEIGHT = 240  # dots: about 3 cm at 203 dpi; a taller logo is scaled down
 
 _IMAGE_IMPLS = {"raster": "bitImageRaster", "graphics": "graphics", "column": "bitImageColumn"}
 _HOST_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
@@ -99,6 +119,8 @@ class EscposSettings:
         product_id: ``usb``: the USB product id.
         path: ``serial``: the device; ``file``: the file written.
         profile: the python-escpos printer profile name.
+        width: the printable width in dots (``width=``, else the profile's media width).
+        columns: characters a line holds in font A at that width.
         qr: ``image`` or ``native``.
         image: ``raster``, ``graphics`` or ``column`` (how image QR codes are sent).
         timeout: ``net``/``serial``: seconds.
@@ -113,6 +135,8 @@ class EscposSettings:
     product_id: int = 0
     path: str = ""
     profile: str = DEFAULT_PROFILE
+    width: int = 0
+    columns: int = FALLBACK_COLUMNS
     qr: str = "image"
     image: str = "raster"
     timeout: float | None = None
@@ -232,7 +256,7 @@ def _parse_query(uri: str, query: str, transport: str) -> dict[str, Any]:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True) if query else []
     except ValueError as exc:
         raise _bad(uri, f"malformed parameters after '?': {exc}") from exc
-    allowed = {"profile", "qr", "image", "status"}
+    allowed = {"profile", "width", "qr", "image", "status"}
     if transport in ("net", "serial"):
         allowed.add("timeout")
     if transport == "serial":
@@ -250,6 +274,12 @@ def _parse_query(uri: str, query: str, transport: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if "profile" in seen:
         out["profile"] = seen["profile"]
+    if "width" in seen:
+        if not seen["width"].isdigit() or not MIN_WIDTH <= int(seen["width"]) <= MAX_WIDTH:
+            raise _bad(uri, f"width must be the printable width in dots, {MIN_WIDTH} to "
+                            f"{MAX_WIDTH} (e.g. 384 for 58 mm, 576 for 80 mm paper), "
+                            f"got {seen['width']!r}")  # fmt: skip
+        out["width"] = int(seen["width"])
     if "qr" in seen:
         if seen["qr"] not in ("image", "native"):
             raise _bad(uri, f"qr must be image or native, got {seen['qr']!r}")
@@ -279,19 +309,37 @@ def _parse_query(uri: str, query: str, transport: str) -> dict[str, Any]:
     return out
 
 
-def _check_profile(uri: str, settings: EscposSettings) -> None:
+def _check_profile(uri: str, fields: dict[str, Any]) -> None:
+    """Check the profile against the other settings; fill in ``width`` and ``columns``."""
     _import_escpos()
     from escpos.capabilities import CAPABILITIES
 
     profiles = CAPABILITIES["profiles"]
-    if settings.profile not in profiles:
-        raise _bad(uri, f"unknown printer profile {settings.profile!r} "
-                        f"(python-escpos knows {', '.join(sorted(profiles))})")  # fmt: skip
-    features = profiles[settings.profile].get("features", {})
+    name = fields.get("profile", DEFAULT_PROFILE)
+    if name not in profiles:
+        raise _bad(uri, f"unknown printer profile {name!r}: use one of python-escpos's "
+                        f"profiles ({', '.join(sorted(profiles, key=str.lower))}); "
+                        "docs/PRINTERS.md says which fits common printers")  # fmt: skip
+    data = profiles[name]
+    profile_width = _profile_width(data)
+    if "width" not in fields:
+        if profile_width is None:
+            raise _bad(uri, f"profile {name} does not say how wide its paper is: add width= "
+                            "in dots (384 for 58 mm paper, 576 for 80 mm)")  # fmt: skip
+        fields["width"] = profile_width
+    fields["columns"] = _profile_columns(data)
+    if fields["width"] != profile_width or fields["columns"] is None:
+        fields["columns"] = max(1, fields["width"] // FONT_A_DOTS)
+
+
+def _check_features(uri: str, settings: EscposSettings) -> None:
+    from escpos.capabilities import CAPABILITIES
+
+    features = CAPABILITIES["profiles"][settings.profile].get("features", {})
     if settings.qr == "native" and not features.get("qrCode"):
         raise _bad(uri, f"profile {settings.profile} cannot print native QR codes: use qr=image")
     impl = _IMAGE_IMPLS[settings.image]
-    if settings.qr == "image" and not features.get(impl):
+    if not features.get(impl):  # the logo is an image whatever qr= says
         raise _bad(uri, f"profile {settings.profile} has no {impl} images: choose another image=")
 
 
@@ -306,7 +354,8 @@ def parse_uri(uri: str) -> EscposSettings:
         The settings; nothing is opened.
 
     Raises:
-        DriverError: the URI is malformed (the message says what is expected).
+        DriverError: the URI is malformed, or the profile is unknown or does not fit the other
+            settings (the message says what is expected).
     """
     if not isinstance(uri, str) or not uri.strip():
         raise DriverError("empty printer URI")
@@ -317,8 +366,9 @@ def parse_uri(uri: str) -> EscposSettings:
         fields["timeout"] = (
             DEFAULT_NET_TIMEOUT if fields["transport"] == "net" else DEFAULT_SERIAL_TIMEOUT
         )
+    _check_profile(uri, fields)
     settings = EscposSettings(**fields)
-    _check_profile(uri, settings)
+    _check_features(uri, settings)
     return settings
 
 
@@ -360,19 +410,22 @@ class EscposPrinter(Printer):
 
     # -- the job ----------------------------------------------------------------------------
     def print_card(self, slip: CardSlip) -> None:
-        """Print one card slip: shop name, greeting, customer code, QR, instructions, cut.
+        """Print one card slip: logo, shop name, greeting, customer code, QR, instructions, cut.
 
         The device is opened for the job and always closed afterwards. With ``status=1`` the
         paper status is asked first and nothing else is sent if the paper is out.
 
         Args:
             slip: what to print; the QR carries ``slip.card_url`` in upper case (alphanumeric
-                QR mode, CARDS.md §1), error correction M.
+                QR mode, CARDS.md §1), error correction M. A ``slip.logo`` that cannot be read
+                is left out (with a warning in the log), the rest is printed.
 
         Raises:
             PrinterError: reason ``offline`` (the printer cannot be reached), ``paper-out``
                 (no paper; nothing printed) or ``failed`` (the job broke off or was refused).
         """
+        # before the device is opened: a bad logo file costs nothing but the logo
+        logo = _logo_image(slip.logo, self.settings.width) if slip.logo else None
         with _root_logging_kept():
             device = self._new_device()
             finished = False
@@ -381,7 +434,7 @@ class EscposPrinter(Printer):
                 if self.settings.status:
                     self._check_paper(device)
                 try:
-                    self._send(device, slip)
+                    self._send(device, slip, logo)
                 except PrinterError:
                     raise
                 except Exception as exc:
@@ -422,21 +475,24 @@ class EscposPrinter(Printer):
         s = self.settings
         try:
             if s.transport == "net":
-                return escpos_printer.Network(
+                device = escpos_printer.Network(
                     host=s.host, port=s.port, timeout=s.timeout, profile=s.profile
                 )
-            if s.transport == "usb":
+            elif s.transport == "usb":
                 if not escpos_printer.Usb.is_usable():
                     # checked here: Usb.close() (also run by __del__) raises without pyusb
                     raise self._offline("USB support (pyusb) is not installed on this computer")
-                return escpos_printer.Usb(
+                device = escpos_printer.Usb(
                     idVendor=s.vendor_id, idProduct=s.product_id, profile=s.profile
                 )
-            if s.transport == "serial":
-                return escpos_printer.Serial(
+            elif s.transport == "serial":
+                device = escpos_printer.Serial(
                     devfile=s.path, baudrate=s.baud, timeout=s.timeout, profile=s.profile
                 )
-            return escpos_printer.File(devfile=s.path, profile=s.profile)
+            else:
+                device = escpos_printer.File(devfile=s.path, profile=s.profile)
+            _use_width(device, s.width)
+            return device
         except PrinterError:
             raise
         except Exception as exc:
@@ -480,12 +536,17 @@ class EscposPrinter(Printer):
         if answer[0] & RT_MASK_LOWPAPER == RT_MASK_LOWPAPER:
             log.warning("printer %s: paper roll near its end", self.settings.where)
 
-    def _send(self, p: Any, slip: CardSlip) -> None:
+    def _send(self, p: Any, slip: CardSlip, logo: Any) -> None:
         from escpos.constants import QR_ECLEVEL_M
 
         text = _TextCleaner(p)
-        columns = _columns(p)
+        columns = self.settings.columns
+        impl = _IMAGE_IMPLS[self.settings.image]
         p.hw("INIT")  # ESC @: a clean state whatever the last job left
+        if logo is not None:
+            p.set(align="center")
+            p.image(logo, impl=impl, center=False)  # already padded to the paper's width
+            p.ln()
         p.set(align="center", bold=True, double_width=True, double_height=True)
         p.textln(text(slip.shop_name))
         p.set(normal_textsize=True, bold=False)
@@ -503,20 +564,19 @@ class EscposPrinter(Printer):
         p.set(custom_size=True, width=1, height=1)
         p.set(normal_textsize=True, bold=False)
         content = slip.card_url.strip().upper()
-        size = _qr_module_dots(content, _media_width_dots(p))
+        size = _qr_module_dots(content, self.settings.width)
         if self.settings.qr == "native":
             p.ln()
             p.qr(content, ec=QR_ECLEVEL_M, size=size, native=True)
             p.ln()
         else:
-            width_known = _media_width_dots(p) is not None
             p.qr(
                 content,
                 ec=QR_ECLEVEL_M,
                 size=size,
                 native=False,
-                # center pads the image to the paper width; unknown width -> ESC a only
-                image_arguments={"impl": _IMAGE_IMPLS[self.settings.image], "center": width_known},
+                # center pads the image to the paper width (the profile's, see _use_width)
+                image_arguments={"impl": impl, "center": True},
             )
         p.set(align="left")
         for line in slip.lines:
@@ -539,21 +599,35 @@ class EscposPrinter(Printer):
 
 
 # -- helpers ----------------------------------------------------------------------------------
-def _media_width_dots(p: Any) -> int | None:
+def _profile_width(data: dict[str, Any]) -> int | None:
+    """The media width in dots a python-escpos profile gives (some say ``"Unknown"``)."""
     try:
-        return int(p.profile.profile_data["media"]["width"]["pixels"])
+        return int(data["media"]["width"]["pixels"])
     except (KeyError, TypeError, ValueError):
         return None
 
 
-def _columns(p: Any) -> int:
+def _profile_columns(data: dict[str, Any]) -> int | None:
     try:
-        return int(p.profile.get_columns("a"))
-    except Exception:
-        return FALLBACK_COLUMNS
+        return int(data["fonts"]["0"]["columns"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
-def _qr_module_dots(content: str, width_dots: int | None) -> int:
+def _use_width(p: Any, width: int) -> None:
+    """Make the device's profile say ``width``: python-escpos centres images on it.
+
+    The profile data is shared by every printer of that profile: this one gets a copy.
+    """
+    data = p.profile.profile_data
+    if _profile_width(data) == width:
+        return
+    media = dict(data.get("media") or {})
+    media["width"] = {**(media.get("width") or {}), "pixels": width}
+    p.profile.profile_data = {**data, "media": media}
+
+
+def _qr_module_dots(content: str, width_dots: int) -> int:
     """Dots per module: ``QR_MODULE_DOTS``, less if the code would not fit the paper."""
     import qrcode
 
@@ -561,9 +635,42 @@ def _qr_module_dots(content: str, width_dots: int | None) -> int:
     code.add_data(content)
     code.make(fit=True)
     modules = code.modules_count + 2  # python-escpos draws a 1-module border
-    if width_dots is None:
-        return QR_MODULE_DOTS
     return max(1, min(QR_MODULE_DOTS, width_dots // modules))
+
+
+def _logo_image(path: str, width: int) -> Any:
+    """The slip's logo ready to print, or ``None`` (logged) if the file cannot be used."""
+    try:
+        stat = os.stat(path)
+        return _prepared_logo(path, stat.st_mtime_ns, stat.st_size, width)
+    except Exception as exc:  # missing, unreadable, not an image, too large to decode ...
+        log.warning("logo %s left off the card slip: %s", path, exc)
+        return None
+
+
+@functools.lru_cache(maxsize=8)
+def _prepared_logo(path: str, mtime_ns: int, size: int, width: int) -> Any:
+    """Load ``path`` as a 1-bit image centred on a ``width``-dot-wide canvas (cached).
+
+    ``mtime_ns`` and ``size`` are in the key so that a replaced file is read again.
+    """
+    from PIL import Image
+
+    canvas_width = max(8, width // 8 * 8)  # whole bytes: GS v 0 pads on the right otherwise
+    with Image.open(path) as source:
+        source.load()
+        rgba = source.convert("RGBA")
+    flat = Image.new("RGB", rgba.size, (255, 255, 255))
+    flat.paste(rgba, mask=rgba.getchannel("A"))  # transparent = paper
+    grey = flat.convert("L")
+    scale = min(1.0, canvas_width / grey.width, LOGO_MAX_HEIGHT / grey.height)
+    if scale < 1.0:
+        size_after = (max(1, round(grey.width * scale)), max(1, round(grey.height * scale)))
+        grey = grey.resize(size_after, Image.Resampling.LANCZOS)
+    bitmap = grey.convert("1")  # Floyd-Steinberg dithering: greys stay greys
+    canvas = Image.new("1", (canvas_width, bitmap.height), 1)
+    canvas.paste(bitmap, ((canvas_width - bitmap.width) // 2, 0))
+    return canvas
 
 
 class _TextCleaner:

@@ -282,6 +282,13 @@ def test_file_printer_in_a_missing_directory_is_offline(tmp_path):
         ("file:/tmp/p.bin", dict(transport="file", path="/tmp/p.bin", timeout=None)),
         ("file:///tmp/p.bin?image=column", dict(path="/tmp/p.bin", image="column")),
         ("file:out/p.bin?profile=TM-T20II", dict(path="out/p.bin", profile="TM-T20II")),
+        ("escpos:net:h", dict(profile="TM-T88V", width=512, columns=42)),
+        ("escpos:net:h?profile=TM-T20II", dict(width=576, columns=48)),
+        ("escpos:net:h?profile=TM-T20II&width=576&qr=native", dict(width=576, qr="native")),
+        ("escpos:net:h?profile=POS-5890", dict(width=384, columns=32)),
+        ("escpos:usb:0416:5011?profile=default&width=576", dict(width=576, columns=48)),
+        ("escpos:serial:/dev/ttyS0?width=384", dict(profile="TM-T88V", width=384, columns=32)),
+        ("file:/tmp/p.bin?profile=TM-T20II-42col", dict(width=546, columns=42)),
     ],
 )
 def test_uri_grammar(uri, settings):
@@ -290,7 +297,7 @@ def test_uri_grammar(uri, settings):
         assert getattr(parsed, key) == value, key
     printer = open_printer(uri)
     assert isinstance(printer, EscposPrinter) and printer.settings == parsed
-    if "profile" not in settings:
+    if "profile=" not in uri:
         assert parsed.profile == "TM-T88V"
 
 
@@ -328,6 +335,16 @@ def test_uri_grammar(uri, settings):
         ("file:/tmp/", "path"),
         ("file://otherhost/p.bin", "local path"),
         ("escpos:net:h?&&", "malformed"),
+        ("escpos:net:h?width=wide", "width must be the printable width in dots"),
+        ("escpos:net:h?width=32", "width must be"),
+        ("escpos:net:h?width=5000", "width must be"),
+        ("escpos:net:h?width=-576", "width must be"),
+        ("escpos:net:h?width=576&width=384", "twice"),
+        ("escpos:net:h?profile=default", "add width= in dots"),
+        ("escpos:net:h?profile=TUP500", "profile TUP500 does not say how wide its paper is"),
+        ("escpos:net:h?profile=POS-5890&qr=native", "cannot print native QR codes"),
+        ("escpos:net:h?profile=POS-5890&image=column", "has no bitImageColumn images"),
+        ("file:/tmp/p.bin?profile=tm-t20ii", "unknown printer profile 'tm-t20ii'"),
     ],
 )
 def test_malformed_uris_raise_driver_error(uri, says):
@@ -355,3 +372,259 @@ def test_python_escpos_does_not_take_over_the_root_logger(tmp_path):
     )
     assert result.stdout.strip() == "0"
     assert (tmp_path / "p.bin").stat().st_size > 0
+
+
+# -- the logo ------------------------------------------------------------------------------------
+def make_logo(path: Path, size: tuple[int, int], *, mode: str = "RGB") -> str:
+    """A black logo with a white stripe down the middle (so its centre can be found)."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new(mode, size, "black")
+    ImageDraw.Draw(image).rectangle(
+        (size[0] // 2 - size[0] // 20, 0, size[0] // 2 + size[0] // 20, size[1]), fill="white"
+    )
+    image.save(path)
+    return str(path)
+
+
+def test_slip_order_logo_shop_name_first_name_code_qr_instructions_cut(capture, tmp_path):
+    logo = make_logo(tmp_path / "logo.png", (300, 100))
+
+    job = print_one(capture, slip=make_slip(logo=logo))
+
+    assert ep.print_order(job) == [
+        ("image", ""),
+        ("text", SHOP),
+        ("text", "Welcome, Jūratė!"),
+        ("text", CODE),
+        ("image", ""),
+        *[("text", line) for line in LINES],
+        ("cut", ""),
+    ]
+    logo_image, qr_image = ep.images(job)
+    assert ep.decode_qr_codes(job) == [QR_TEXT]
+    assert ep._read_qr(logo_image) == []
+
+
+def test_wide_logo_is_scaled_down_to_the_paper_width(capture, tmp_path):
+    logo = make_logo(tmp_path / "logo.png", (1200, 300))
+
+    job = print_one(capture, slip=make_slip(logo=logo))
+
+    logo_image = ep.images(job)[0]
+    assert logo_image.size == (512, 128)  # TM-T88V: 512 dots; 1200 x 300 -> 512 x 128
+    assert ep.ink_box(logo_image) == (0, 0, 512, 128)
+
+
+def test_small_logo_keeps_its_size_and_is_centred(capture, tmp_path):
+    logo = make_logo(tmp_path / "logo.png", (200, 60))
+
+    logo_image = ep.images(print_one(capture, slip=make_slip(logo=logo)))[0]
+
+    assert logo_image.width == 512
+    left, top, right, bottom = ep.ink_box(logo_image)
+    assert (right - left, bottom - top) == (200, 60)
+    assert abs((left + right) / 2 - 256) <= 1
+    # the white stripe is in the middle of the paper
+    assert logo_image.getpixel((256, 30)) == 255 and logo_image.getpixel((left + 5, 30)) == 0
+
+
+def test_tall_logo_is_capped_in_height(capture, tmp_path):
+    from device_drivers.printer import LOGO_MAX_HEIGHT
+
+    logo = make_logo(tmp_path / "logo.png", (400, 1600))
+
+    logo_image = ep.images(print_one(capture, slip=make_slip(logo=logo)))[0]
+
+    left, top, right, bottom = ep.ink_box(logo_image)
+    assert bottom - top == LOGO_MAX_HEIGHT
+    assert right - left == 400 * LOGO_MAX_HEIGHT // 1600
+
+
+@pytest.mark.parametrize(("suffix", "mode"), [(".jpg", "RGB"), (".bmp", "RGB"), (".png", "L")])
+def test_jpeg_bmp_and_greyscale_logos(capture, tmp_path, suffix, mode):
+    logo = make_logo(tmp_path / f"logo{suffix}", (160, 40), mode=mode)
+
+    logo_image = ep.images(print_one(capture, slip=make_slip(logo=logo)))[0]
+
+    left, top, right, bottom = ep.ink_box(logo_image)
+    assert (right - left, bottom - top) == (160, 40)
+
+
+def test_transparent_logo_background_is_paper(capture, tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "logo.png"
+    image = Image.new("RGBA", (100, 50), (0, 0, 0, 0))  # transparent black
+    image.paste((0, 0, 0, 255), (20, 10, 80, 40))
+    image.save(path)
+
+    logo_image = ep.images(print_one(capture, slip=make_slip(logo=str(path))))[0]
+
+    left, top, right, bottom = ep.ink_box(logo_image)
+    assert (right - left, bottom - top) == (60, 30)
+
+
+@pytest.mark.parametrize("what", ["missing", "not-an-image", "directory"])
+def test_bad_logo_is_left_off_and_the_card_still_prints(capture, tmp_path, caplog, what):
+    path = tmp_path / "logo.png"
+    if what == "not-an-image":
+        path.write_bytes(b"\x89PNG but not really")
+    elif what == "directory":
+        path.mkdir()
+
+    job = print_one(capture, slip=make_slip(logo=str(path)))
+
+    assert ep.print_order(job)[0] == ("text", SHOP)
+    assert ep.decode_qr_codes(job) == [QR_TEXT]
+    assert len(ep.images(job)) == 1
+    assert f"logo {path} left off the card slip" in caplog.text
+
+
+def test_truncated_logo_is_left_off(capture, tmp_path, caplog):
+    # the header reads fine (Image.open is lazy); the pixels do not
+    logo = make_logo(tmp_path / "logo.png", (400, 200))
+    Path(logo).write_bytes(Path(logo).read_bytes()[:120])
+
+    job = print_one(capture, slip=make_slip(logo=logo))
+
+    assert ep.print_order(job)[0] == ("text", SHOP)
+    assert "left off the card slip" in caplog.text
+
+
+def test_replaced_logo_file_is_read_again(capture, tmp_path):
+    path = tmp_path / "logo.png"
+    printer = open_printer(capture.uri)
+    make_logo(path, (100, 50))
+    printer.print_card(make_slip(logo=str(path)))
+    make_logo(path, (300, 20))
+    printer.print_card(make_slip(logo=str(path)))
+    first, second = capture.wait_for_jobs(2)
+
+    boxes = [ep.ink_box(ep.images(job)[0]) for job in (first, second)]
+    assert [(r - lft, b - t) for lft, t, r, b in boxes] == [(100, 50), (300, 20)]
+
+
+def test_logo_follows_image_mode(capture, tmp_path):
+    logo = make_logo(tmp_path / "logo.png", (96, 48))
+
+    job = print_one(capture, "qr=native&image=column", make_slip(logo=logo))
+
+    assert "ESC *" in {tok.kind for tok in ep.tokenize(job)}
+    (logo_image,) = ep.images(job)
+    left, top, right, bottom = ep.ink_box(logo_image)
+    assert (right - left, bottom - top) == (96, 48)
+    assert ep.decode_qr_codes(job) == [QR_TEXT]
+
+
+# -- profiles and widths -------------------------------------------------------------------------
+LONG_LINE = "word " * 30
+
+
+PAPERS = [
+    ("", 512, 42),
+    ("profile=TM-T88V", 512, 42),
+    ("profile=TM-T20II", 576, 48),
+    ("profile=POS-5890", 384, 32),
+    ("profile=default&width=576", 576, 48),
+    ("profile=TM-T88V&width=576", 576, 48),
+    ("profile=TM-T20II&width=384", 384, 32),
+]
+
+
+@pytest.mark.parametrize(
+    ("query", "width", "columns", "qr"),
+    [
+        (*paper, qr)
+        for paper in PAPERS
+        for qr in ("image", "native")
+        if not (qr == "native" and "POS-5890" in paper[0])  # no native QR: refused
+    ],
+)
+def test_profile_and_width_set_the_paper_and_the_qr_decodes(
+    capture, tmp_path, query, width, columns, qr
+):
+    logo = make_logo(tmp_path / "logo.png", (2000, 200))
+    query = "&".join(filter(None, [query, f"qr={qr}"]))
+
+    job = print_one(capture, query, make_slip(first_name="Ana", lines=(LONG_LINE,), logo=logo))
+
+    found = ep.images(job)
+    assert found[0].width == width  # the logo, scaled to the paper
+    assert ep.ink_box(found[0])[2] - ep.ink_box(found[0])[0] == width
+    if qr == "image":
+        assert found[1].width == width  # the QR, centred on the paper
+        left, _, right, _ = ep.ink_box(found[1])
+        assert abs((left + right) / 2 - width / 2) <= 8
+    else:
+        assert len(found) == 1 and ep.native_qr_payloads(job) == [QR_TEXT.encode()]
+    assert ep.decode_qr_codes(job) == [QR_TEXT]
+    wrapped = [text for kind, text in ep.print_order(job) if kind == "text" and "word" in text]
+    assert max(len(line) for line in wrapped) <= columns
+    assert max(len(line) for line in wrapped) > columns - 5  # and used
+
+
+def test_narrow_width_makes_smaller_qr_modules(capture):
+    job = print_one(capture, "width=200&qr=native")
+
+    qr_commands = {
+        tok.params[:2]: tok.params[2:] for tok in ep.tokenize(job) if tok.kind == "GS ( k"
+    }
+    # version 3 (29 modules) + 2 border modules: 200 // 31 = 6 dots a module
+    assert qr_commands[b"1C"] == b"\x06"
+    assert ep.decode_qr_codes(job) == [QR_TEXT]
+
+
+def test_width_of_one_printer_does_not_change_another_of_the_same_profile(capture):
+    print_one(capture, "profile=TM-T88V&width=576")
+    capture.clear()
+
+    job = print_one(capture, "profile=TM-T88V")
+
+    (qr_image,) = ep.images(job)
+    assert qr_image.width == 512
+
+
+def test_file_printer_honours_profile_and_width(tmp_path):
+    out = tmp_path / "printer.bin"
+    logo = make_logo(tmp_path / "logo.png", (1000, 100))
+
+    open_printer(f"file:{out}?profile=POS-5890").print_card(make_slip(logo=logo))
+
+    data = out.read_bytes()
+    assert [image.width for image in ep.images(data)] == [384, 384]
+    assert ep.decode_qr_codes(data) == [QR_TEXT]
+
+
+def test_unknown_profile_is_refused_when_the_printer_is_made():
+    with pytest.raises(DriverError) as caught:
+        open_printer("escpos:net:192.0.2.10:9100?profile=TM-T99")
+
+    message = str(caught.value)
+    assert not isinstance(caught.value, PrinterError)
+    assert "unknown printer profile 'TM-T99'" in message
+    assert "TM-T20II" in message and "POS-5890" in message
+    assert "docs/PRINTERS.md" in message
+
+
+def test_paper_out_with_a_logo_sends_nothing_but_the_query(capture, tmp_path):
+    capture.paper = "out"
+    logo = make_logo(tmp_path / "logo.png", (100, 50))
+
+    with pytest.raises(PrinterError) as caught:
+        open_printer(capture.uri + "?status=1&profile=TM-T20II").print_card(
+            make_slip(logo=logo)
+        )
+
+    assert caught.value.reason == "paper-out"
+    assert capture.wait_for_jobs(1) == [PAPER_STATUS_QUERY]
+
+
+def test_offline_with_a_logo_is_offline(tmp_path):
+    logo = make_logo(tmp_path / "logo.png", (100, 50))
+    printer = open_printer(f"escpos:net:127.0.0.1:{closed_port()}?timeout=2&profile=TM-T20II")
+
+    with pytest.raises(PrinterError) as caught:
+        printer.print_card(make_slip(logo=logo))
+
+    assert caught.value.reason == "offline"

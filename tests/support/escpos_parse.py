@@ -449,3 +449,61 @@ def decode_qr_codes(data: bytes) -> list[str]:
     for image in images(data):
         texts.extend(_read_qr(image))
     return texts
+
+
+_IMAGE_KINDS = ("GS v 0", "ESC *")
+_BETWEEN_IMAGE_PARTS = ("LF", "ESC 3", "ESC 2")
+
+
+def print_order(data: bytes) -> list[tuple[str, str]]:
+    """Return what the stream prints, top to bottom: ``(kind, value)`` pairs.
+
+    ``("image", "")`` for each image (in the order of ``images(data)``), ``("qr", payload)``
+    for a native QR code, ``("text", line)`` for each line of text (as ``text_lines``), and
+    ``("cut", "")`` for ``GS V``. Image parts that ``images`` joins are one image here too.
+
+    Raises:
+        EscposParseError: the stream cannot be parsed.
+    """
+    order: list[tuple[str, str]] = []
+    page = 0
+    line: str | None = None
+    in_image = False
+    for tok in tokenize(data):
+        is_image = tok.kind in _IMAGE_KINDS or (
+            tok.kind == "GS ( L" and tok.params[:2] in (b"0p", b"02")
+        )
+        if is_image:
+            if not in_image:
+                order.append(("image", ""))
+            in_image = True
+            continue
+        if in_image and tok.kind in _BETWEEN_IMAGE_PARTS:
+            continue
+        in_image = False
+        if tok.kind == "text":
+            codec = CODE_PAGES.get(page)
+            text = (
+                tok.params.decode(codec, errors="replace")
+                if codec
+                else "".join(chr(b) if b < 0x80 else "\ufffd" for b in tok.params)
+            )
+            line = (line or "") + text
+        elif tok.kind == "LF":
+            if line is not None:
+                order.append(("text", line))
+            line = None
+        elif tok.kind in ("ESC t", "ESC @"):
+            page = tok.params[0] if tok.kind == "ESC t" else 0
+        elif tok.kind == "GS ( k" and tok.params[:3] == b"1P0":
+            order.append(("qr", tok.params[3:].decode("utf-8", errors="replace")))
+        elif tok.kind == "GS V":
+            order.append(("cut", ""))
+    if line is not None:
+        order.append(("text", line))
+    return order
+
+
+def ink_box(image: Image.Image) -> tuple[int, int, int, int] | None:
+    """Return the bounding box ``(left, top, right, bottom)`` of the printed dots, or None."""
+    return image.convert("L").point(lambda v: 255 - v).getbbox()
