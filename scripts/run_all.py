@@ -102,7 +102,9 @@ def main() -> int:
                                              {INSTANCE / 'printer-output.bin'}
     till         http://127.0.0.1:8765/      paste the card URL shown by the kiosk and tap
     service      http://127.0.0.1:8000/api/v1/openapi.json
-    admin password (staff 'admin'): in {INSTANCE / 'demo-credentials.json'}
+    back office  http://127.0.0.1:8000/backoffice/
+    admin password and kiosk staff-mode PIN (staff 'admin'):
+                 in {INSTANCE / 'demo-credentials.json'}
 """, flush=True)
         while all(p.poll() is None for p in procs.values()):
             time.sleep(0.5)

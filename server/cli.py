@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -170,6 +171,52 @@ def staff_add(username: str, role: str, store_code: str | None, password: str) -
     click.echo(f"staff member {username} ({role}) added")
 
 
+def _staff_row(session, username: str) -> Staff:
+    staff = session.scalar(select(Staff).where(Staff.username == username))
+    if staff is None:
+        raise click.ClickException(f"no staff member {username}")
+    return staff
+
+
+@staff_cli.command("pin")
+@click.argument("username")
+@click.option("--pin", prompt=True, hide_input=True, confirmation_prompt=True,
+              envvar="LOYALTY_STAFF_PIN", help="4 to 8 digits; prompted for when not given")
+@click.option("--clear", is_flag=True, help="Remove the PIN: no staff mode by PIN")
+def staff_pin(username: str, pin: str, clear: bool) -> None:
+    """Set the PIN that opens staff mode on a kiosk (with the staff name)."""
+    from server.staff.kiosk import PIN_PATTERN
+
+    if not clear and not re.fullmatch(PIN_PATTERN, pin or ""):
+        raise click.ClickException("a staff PIN has 4 to 8 digits")
+    with _main() as session:
+        staff = _staff_row(session, username)
+        staff.pin_hash = None if clear else hash_password(pin)
+        session.commit()
+    click.echo(f"staff member {username}: PIN {'removed' if clear else 'set'}")
+
+
+@staff_cli.command("card")
+@click.argument("username")
+@click.option("--uid", help="The staff card's UID in hex (as a till's reader shows it)")
+@click.option("--clear", is_flag=True, help="Forget the staff card")
+def staff_card(username: str, uid: str | None, clear: bool) -> None:
+    """Register the staff card whose tap opens staff mode on a kiosk (stored hashed)."""
+    from server.staff.kiosk import card_uid_hash
+
+    if not clear and not re.fullmatch(r"[0-9A-Fa-f]{8,20}", uid or ""):
+        raise click.ClickException("give --uid as 8 to 20 hex digits, or --clear")
+    with _main() as session:
+        staff = _staff_row(session, username)
+        digest = None if clear else card_uid_hash(uid)
+        if digest and session.scalar(select(Staff.id).where(Staff.card_uid_hash == digest,
+                                                            Staff.id != staff.id)):
+            raise click.ClickException("this card belongs to another staff member")
+        staff.card_uid_hash = digest
+        session.commit()
+    click.echo(f"staff member {username}: staff card {'forgotten' if clear else 'registered'}")
+
+
 @click.group("demo", cls=AppGroup, help="The embedded demo of `make run`.")
 def demo_cli() -> None:
     pass
@@ -200,6 +247,12 @@ def demo_init(path: str | None) -> None:
                               password_hash=hash_password(saved["admin_password"])))
             session.commit()
             click.echo("staff member admin added")
+        admin = session.scalar(select(Staff).where(Staff.username == "admin"))
+        if admin.pin_hash is None or "admin_pin" not in saved:
+            # staff mode on the demo kiosk: name "admin" and this PIN
+            saved["admin_pin"] = f"{secrets.randbelow(10**6):06d}"
+            admin.pin_hash = hash_password(saved["admin_pin"])
+            session.commit()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:

@@ -52,6 +52,11 @@ DEFAULTS: dict[str, Any] = {
     # a kiosk may issue the first card of each kind (QR, NFC) to a customer it enrolled within
     # this many seconds; later issues and every replacement need a staff member
     "KIOSK_ISSUE_WINDOW": 3600,
+    # staff mode on a kiosk: session length, and lockout after failed card taps or PINs
+    "KIOSK_STAFF_SESSION": 300,
+    "STAFF_LOCKOUT_WINDOW": 900,
+    "STAFF_LOCKOUT_ATTEMPTS": 5,
+    "STAFF_LOCKOUT_DEVICE": 20,
     "MAX_CONTENT_LENGTH": 64 * 1024,
     # clone signals (server/taps/signals.py): a card tapped CARD_TAP_LIMIT times within
     # CARD_TAP_WINDOW seconds is refused and flagged (0: no limit); a card seen in two stores
@@ -63,8 +68,9 @@ DEFAULTS: dict[str, Any] = {
     "LOG_LEVEL": "INFO",
 }
 
-_INTS = {"KIOSK_ISSUE_WINDOW", "MAX_CONTENT_LENGTH", "CARD_TAP_LIMIT", "CARD_TAP_WINDOW",
-         "CLONE_STORE_MINUTES", "RETENTION_INACTIVE_DAYS",
+_INTS = {"KIOSK_ISSUE_WINDOW", "KIOSK_STAFF_SESSION", "STAFF_LOCKOUT_WINDOW",
+         "STAFF_LOCKOUT_ATTEMPTS", "STAFF_LOCKOUT_DEVICE", "MAX_CONTENT_LENGTH", "CARD_TAP_LIMIT",
+         "CARD_TAP_WINDOW", "CLONE_STORE_MINUTES", "RETENTION_INACTIVE_DAYS",
          "RETENTION_NOTICE_DAYS", "PERMANENT_SESSION_LIFETIME"}
 _FLOATS = {"KEY_FILE_CHECK_INTERVAL"}
 _BOOLS = {"SQL_ECHO", "SESSION_COOKIE_SECURE"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -172,3 +173,16 @@ class WatchedFile(Generic[T]):
             self._value = value
             log.info("key file %s reloaded", self.path)
         self._signature = signature
+
+
+def app_secret_key(app) -> str:
+    """The app's ``SECRET_KEY``, else the key in ``SECRET_KEY_FILE`` (created on first use).
+
+    Read when first needed, not when the app is created, so creating the app touches no
+    file; two workers starting together agree on one key file.
+    """
+    if not app.secret_key:
+        data = load_or_create_json(app.config["SECRET_KEY_FILE"],
+                                   lambda: {"key": secrets.token_hex(32)})
+        app.secret_key = data["key"]
+    return app.secret_key

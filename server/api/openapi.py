@@ -5,7 +5,17 @@ from __future__ import annotations
 from pydantic.json_schema import models_json_schema
 
 from server.api.problems import PROBLEMS, TYPE_PREFIX
-from server.cards.schemas import CardIn, CardOut
+from server.cards.schemas import (
+    ActivationIn,
+    CardIn,
+    CardLookupIn,
+    CardOut,
+    CustomerFound,
+    CustomerLookupIn,
+    CustomersFound,
+    VoidIn,
+    VoidOut,
+)
 from server.devices.views import HeartbeatIn, HeartbeatOut
 from server.enrolment.schemas import EnrolmentIn, EnrolmentOut
 from server.loyalty.schemas import (
@@ -19,14 +29,16 @@ from server.loyalty.schemas import (
     RefundOut,
 )
 from server.privacy.schemas import ConsentChangeIn, ErasureIn, RectifyIn, SearchIn
+from server.staff.schemas import KioskSessionIn, KioskSessionOut
 from server.taps.schemas import CustomerRecord, TapIn
 
 MODELS = (EnrolmentIn, EnrolmentOut, CardIn, CardOut, TapIn, CustomerRecord, PurchaseIn,
           PurchaseOut, RefundIn, RefundOut, RedemptionIn, RedemptionOut, AdjustmentIn,
           AdjustmentOut, ConsentChangeIn, SearchIn, RectifyIn, ErasureIn, HeartbeatIn,
-          HeartbeatOut)
+          HeartbeatOut, ActivationIn, VoidIn, VoidOut, CardLookupIn, CustomerLookupIn,
+          CustomerFound, CustomersFound, KioskSessionIn, KioskSessionOut)
 CARD = ("card-token-malformed", "card-token-version", "card-token-unknown-key",
-        "card-token-forged", "card-not-found", "card-revoked", "card-superseded",
+        "card-token-forged", "card-not-found", "card-pending", "card-revoked", "card-superseded",
         "customer-not-found", "customer-erased")
 
 
@@ -91,6 +103,55 @@ def _privacy(summary: str, roles: str, body: str | None, *problems: str) -> dict
         op["responses"].update(_problems(*AUTH, "malformed-json", "unsupported-media-type",
                                          "validation-error", *problems))
     return op
+
+
+def _plain(summary: str, description: str, body: str, out: str, *problems: str,
+           status: str = "200") -> dict:
+    """An operation that is not an event (no ``event_id``): a device or staff call."""
+    return {
+        "summary": summary,
+        "description": description,
+        "security": [{"deviceKey": []}, {"staffBasic": []}],
+        "requestBody": {"required": True,
+                        "content": {"application/json": {"schema": _ref(body)}}},
+        "responses": {status: {"description": "OK",
+                               "content": {"application/json": {"schema": _ref(out)}}},
+                      **_problems(*COMMON, *problems)},
+    }
+
+
+CARD_ID = [{"name": "card_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+
+
+def _kiosk_paths() -> dict:
+    desk = ("Roles: a kiosk with a staff session (`X-Staff-Authorization: Session <token>`) "
+            "of a desk, manager or admin; or such a staff member. Audited; no visit recorded.")
+    return {
+        "/cards/{card_id}/activation": {"parameters": CARD_ID, "post": _plain(
+            "A pending NFC card was written and read back: activate it with its UID",
+            "Roles: the kiosk that issued the card, or desk staff. Idempotent for the same "
+            "UID. Until then every till answers 409 `card-pending`.",
+            "ActivationIn", "CardOut", "card-not-found", "staff-required", "card-not-pending")},
+        "/cards/{card_id}/void": {"parameters": CARD_ID, "post": _plain(
+            "Give up a pending NFC card (write failed, customer left); idempotent",
+            "Roles: the kiosk that issued the card, or desk staff. A till then answers 410 "
+            "`card-revoked` with reason `void`.",
+            "VoidIn", "VoidOut", "card-not-found", "staff-required", "card-not-pending")},
+        "/cards/lookup": {"post": _plain(
+            "Whose card is this (any status): staff mode on a kiosk, the desk", desk,
+            "CardLookupIn", "CustomerFound", *TOKEN, "sun-malformed", "sun-forged",
+            "sun-lrp-unsupported", "card-not-found", "customer-erased", "staff-required",
+            "staff-session-expired")},
+        "/customers/lookup": {"post": _plain(
+            "Customers by code (any case, dashes optional), or exact email or phone", desk,
+            "CustomerLookupIn", "CustomersFound", "staff-required", "staff-session-expired")},
+        "/staff/kiosk-sessions": {"post": _plain(
+            "Staff mode on a kiosk: a staff card's UID, or a staff name and PIN",
+            "Role: kiosk. Answers a token for `X-Staff-Authorization: Session <token>`, valid "
+            "on this kiosk only for `ttl` seconds. Five failures for one name or card within "
+            "15 minutes (twenty from one kiosk) lock it: 429 with `retry_after`.",
+            "KioskSessionIn", "KioskSessionOut", "staff-locked-out", status="201")},
+    }
 
 
 def _privacy_paths() -> dict:
@@ -181,8 +242,9 @@ def build() -> dict:
             },
             "/taps": {"post": _operation(
                 "A card tapped at a till", "till", "TapIn", "200", "CustomerRecord",
-                *TOKEN, *SUN, "card-not-found", "card-revoked", "card-superseded",
-                "uid-only-disabled", "card-rate-limited", "event-id-conflict")},
+                *TOKEN, *SUN, "card-not-found", "card-pending", "card-revoked",
+                "card-superseded", "uid-only-disabled", "card-rate-limited",
+                "event-id-conflict")},
             "/purchases": {"post": _operation(
                 "A purchase: the points each line earns", "till", "PurchaseIn", "201",
                 "PurchaseOut", *CARD, "currency-mismatch", "store-mismatch", "total-mismatch",
@@ -235,5 +297,6 @@ def build() -> dict:
                     **_problems(*COMMON)},
             }},
             **_privacy_paths(),
+            **_kiosk_paths(),
         },
     }

@@ -12,6 +12,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "malformed-json": (400, "The body is not valid JSON"),
     "unauthenticated": (401, "A device key or staff credential is required"),
     "invalid-credentials": (401, "The key or credential is unknown, revoked or wrong"),
+    "staff-session-expired": (401, "The staff session has ended: sign in again"),
     "forbidden-role": (403, "This device or account may not do that"),
     "staff-required": (403, "A staff member with the right role must confirm this"),
     "step-up-required": (403, "This redemption needs the customer's PIN or a staff check"),
@@ -29,6 +30,8 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "consent-terms-withdrawal": (409, "The terms cannot be withdrawn alone: erase the account"),
     "card-exists": (409, "The customer already has an active card of this kind"),
     "event-id-conflict": (409, "This event id was already used for something else"),
+    "card-pending": (409, "This card has not been written and activated yet"),
+    "card-not-pending": (409, "This card is no longer waiting to be written"),
     "card-replayed": (409, "This card's secure NFC message was used before: a copy or a replay"),
     "insufficient-points": (409, "The customer does not have enough points"),
     "already-refunded": (409, "These items have already been returned"),
@@ -38,6 +41,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "customer-erased": (410, "This customer's personal data has been erased"),
     "card-rate-limited": (429, "This card is tapped faster than a person could: "
                                "wait, or see the desk"),
+    "staff-locked-out": (429, "Too many failed sign-ins: wait, or ask a manager"),
     "payload-too-large": (413, "The request body is too large"),
     "unsupported-media-type": (415, "Send the body as application/json"),
     "validation-error": (422, "The request does not match the schema"),
@@ -87,6 +91,8 @@ def problem_response(slug: str, detail: str | None = None, **extra: Any) -> Resp
         body["detail"] = detail
     body.update(extra)
     headers = {"WWW-Authenticate": 'Bearer realm="loyalty"'} if status == 401 else {}
+    if isinstance(extra.get("retry_after"), int):
+        headers["Retry-After"] = str(extra["retry_after"])
     return Response(json.dumps(body), status=status, mimetype=MEDIA_TYPE, headers=headers)
 
 

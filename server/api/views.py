@@ -7,10 +7,12 @@ from flask import Blueprint, jsonify
 from server.api import openapi
 from server.api.problems import PROBLEMS, TYPE_PREFIX, Problem
 from server.cards.views import bp as cards_bp
+from server.customers.views import bp as customers_bp
 from server.devices.views import bp as devices_bp
 from server.enrolment.views import bp as enrolment_bp
 from server.loyalty.views import bp as loyalty_bp
 from server.privacy.views import bp as privacy_bp
+from server.staff.views import bp as staff_bp
 from server.taps.views import bp as taps_bp
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -20,6 +22,8 @@ api.register_blueprint(taps_bp)
 api.register_blueprint(loyalty_bp)
 api.register_blueprint(privacy_bp)
 api.register_blueprint(devices_bp)
+api.register_blueprint(customers_bp)
+api.register_blueprint(staff_bp)
 
 
 @api.get("/openapi.json")

@@ -10,7 +10,6 @@ new role counts at once. CSRF protection covers every POST of the service except
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
@@ -25,7 +24,7 @@ from sqlalchemy import select
 
 from server.db import main_session
 from server.devices.auth import Principal, StaffMember
-from server.secrets_file import load_or_create_json
+from server.secrets_file import app_secret_key
 from server.staff.models import Staff
 from server.stores.models import Store
 
@@ -46,10 +45,7 @@ class KeyFileSessionInterface(SecureCookieSessionInterface):
     """
 
     def get_signing_serializer(self, app: Flask):
-        if not app.secret_key:
-            data = load_or_create_json(app.config["SECRET_KEY_FILE"],
-                                       lambda: {"key": secrets.token_hex(32)})
-            app.secret_key = data["key"]
+        app_secret_key(app)
         return super().get_signing_serializer(app)
 
 

@@ -11,6 +11,10 @@ from server.db import Base, UTCDateTime, utcnow
 
 KINDS = ("qr", "nfc")
 REASONS = ("lost", "stolen", "damaged", "other")
+# statuses: active; pending (an NFC card issued, not yet written and read back); revoked
+# (replaced, blocked, erased); void (a pending card whose write was given up).
+# LIVE cards are those a key rotation or an erasure must still take care of.
+LIVE = ("active", "pending")
 
 
 class Card(Base):

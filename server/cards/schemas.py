@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 
 class CardIn(BaseModel):
@@ -42,3 +42,82 @@ class CardOut(BaseModel):
     replaced: list[str]
     sun: bool = Field(default=False, description="An NTAG 424 DNA SUN card: its URL is the "
                                                   "SUN template written on it, not this one")
+
+
+UidHex = Annotated[str, StringConstraints(pattern=r"^[0-9A-Fa-f]{8,20}$")]
+
+
+class ActivationIn(BaseModel):
+    """The UID of the card a pending card's URL was written on and read back from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    uid: UidHex
+
+
+class VoidIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Literal["write-failed", "abandoned"] = "abandoned"
+
+
+class VoidOut(BaseModel):
+    card_id: str
+    status: Literal["void"]
+    reason: str | None
+
+
+class CardLookupIn(BaseModel):
+    """A card read at the desk: one of what a reader or scanner saw."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: Annotated[str, StringConstraints(strip_whitespace=True, max_length=400)] | None = None
+    qr: Annotated[str, StringConstraints(strip_whitespace=True, max_length=400)] | None = None
+    uid: UidHex | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> CardLookupIn:
+        if sum(v is not None and v != "" for v in (self.url, self.qr, self.uid)) != 1:
+            raise ValueError("give exactly one of url, qr or uid")
+        return self
+
+
+class CustomerLookupIn(BaseModel):
+    """A customer code, or an exact email address or phone number."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    customer_id: Annotated[str, StringConstraints(strip_whitespace=True, max_length=20)] | None \
+        = None
+    email: Annotated[str, StringConstraints(strip_whitespace=True, max_length=254)] | None = None
+    phone: Annotated[str, StringConstraints(strip_whitespace=True,
+                                            pattern=r"^\+?[0-9 ().-]{6,24}$")] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> CustomerLookupIn:
+        if sum(bool(v) for v in (self.customer_id, self.email, self.phone)) != 1:
+            raise ValueError("give exactly one of customer_id, email or phone")
+        return self
+
+
+class CardSummary(BaseModel):
+    card_id: str
+    kind: str
+    status: str
+    reason: str | None
+    issued_at: str | None = None
+
+
+class CustomerFound(BaseModel):
+    customer_id: str
+    display_name: str
+    tier: str
+    points: int
+    language: str
+    cards: list[CardSummary]
+    card: CardSummary | None = Field(default=None, description="The card that was read")
+
+
+class CustomersFound(BaseModel):
+    customers: list[CustomerFound]

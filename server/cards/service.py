@@ -134,8 +134,15 @@ def issue(main: Session, principal: Principal, customer_id: str, req: CardIn) ->
     # a URL read from it before must stay a replay
     counter = (main.scalar(select(func.max(cards.c.sun_counter)).where(cards.c.nfc_uid == uid))
                if req.sun else None)
+    # an NFC card whose UID is not known yet is still to be written: it waits, refused at
+    # every till, until the kiosk has read it back (activate); older waiting ones are void
+    pending = req.kind == "nfc" and uid is None
+    if pending:
+        for stale in main.scalars(select(Card).where(
+                Card.customer_id == customer_id, Card.status == "pending")):
+            stale.status, stale.status_reason, stale.revoked_at = "void", "superseded", utcnow()
     card = Card(id=secrets.token_bytes(8).hex(), customer_id=customer_id, kind=req.kind,
-                generation=generation, key_id=key_id, status="active",
+                generation=generation, key_id=key_id, status="pending" if pending else "active",
                 nfc_uid=uid, issue_event_id=event_id, sun=req.sun, sun_counter=counter,
                 issued_by_device_id=principal.id if principal.kind == "device" else None,
                 issued_by_staff_id=principal.staff.id if principal.staff else None)
@@ -154,6 +161,55 @@ def issue(main: Session, principal: Principal, customer_id: str, req: CardIn) ->
         audit.record(main, principal.actor, "card.replace", customer_id, view="cards",
                      detail={"reason": req.reason, "new": card.id, "revoked": replaced})
     return _result(card, replaced), True
+
+
+def _own_card(main: Session, principal: Principal, card_id: str) -> Card:
+    """A card the caller may activate or void: the kiosk that issued it, or desk staff."""
+    card = main.scalar(select(Card).where(Card.id == card_id).with_for_update())
+    if card is None:
+        raise Problem("card-not-found")
+    staff_ok = principal.staff is not None and principal.staff.role in CARD_ROLES
+    if not staff_ok and not (principal.kind == "device"
+                             and card.issued_by_device_id == principal.id):
+        raise Problem("staff-required", "only the kiosk that issued this card, or a member of "
+                      "staff, may activate or void it")
+    return card
+
+
+def activate(main: Session, principal: Principal, card_id: str, uid: str) -> dict:
+    """Make a pending NFC card active, with the UID it was written on and read back from.
+
+    Idempotent: the same UID again answers the card as it is.
+
+    Raises:
+        Problem: ``card-not-found``, ``staff-required``, ``card-not-pending``.
+    """
+    card = _own_card(main, principal, card_id)
+    uid = uid.upper()
+    if card.status == "active" and card.nfc_uid == uid:
+        return _result(card, [])
+    if card.status != "pending":
+        raise Problem("card-not-pending", f"this card is {card.status}",
+                      card_status=card.status)
+    card.status, card.nfc_uid = "active", uid
+    main.flush()
+    return _result(card, [])
+
+
+def void(main: Session, principal: Principal, card_id: str, reason: str) -> dict:
+    """Give up a pending card (its write failed or the customer left); idempotent.
+
+    Raises:
+        Problem: ``card-not-found``, ``staff-required``, ``card-not-pending``.
+    """
+    card = _own_card(main, principal, card_id)
+    if card.status == "pending":
+        card.status, card.status_reason, card.revoked_at = "void", reason, utcnow()
+        main.flush()
+    elif card.status != "void":
+        raise Problem("card-not-pending", f"this card is {card.status}",
+                      card_status=card.status)
+    return {"card_id": card.id, "status": card.status, "reason": card.status_reason}
 
 
 def card_by_token(main: Session, text: str):
@@ -176,8 +232,15 @@ def check_active(row, generation: int | None) -> None:
     """Refuse a revoked or replaced card, or a token of an older generation.
 
     Raises:
-        Problem: ``card-revoked`` (with the reason) or ``card-superseded``.
+        Problem: ``card-pending`` (not written yet), ``card-revoked`` (with the reason;
+            ``void`` for a card whose write was given up) or ``card-superseded``.
     """
+    if row.status == "pending":
+        raise Problem("card-pending", "this card was issued but not yet written and read back",
+                      card_id=row.id)
+    if row.status == "void":
+        raise Problem("card-revoked", "this card's write was given up", reason="void",
+                      replaced=False, card_id=row.id)
     if row.status != "active":
         state = "replaced" if row.replaced_by else row.status
         reason = row.status_reason or state

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, g, render_template
+from flask import Blueprint, g, jsonify, render_template
 
 from server.api.body import parse_body
 from server.api.replies import created
 from server.cards import service
-from server.cards.schemas import CardIn
+from server.cards.schemas import ActivationIn, CardIn, VoidIn
 from server.db import main_session
 from server.devices.auth import require
 
@@ -21,6 +21,22 @@ def issue_card(customer_id: str):
     """Issue a card (kiosk, staff); ``replace`` revokes the customer's other cards."""
     req = parse_body(CardIn)
     return created(*service.issue(main_session(), g.principal, customer_id, req))
+
+
+@bp.post("/cards/<card_id>/activation")
+@require("kiosk", "desk", "manager", "admin")
+def activate_card(card_id: str):
+    """A pending NFC card was written and read back: it works from now on, with its UID."""
+    req = parse_body(ActivationIn)
+    return jsonify(service.activate(main_session(), g.principal, card_id, req.uid))
+
+
+@bp.post("/cards/<card_id>/void")
+@require("kiosk", "desk", "manager", "admin")
+def void_card(card_id: str):
+    """Give up a pending card whose write failed or was abandoned."""
+    req = parse_body(VoidIn)
+    return jsonify(service.void(main_session(), g.principal, card_id, req.reason))
 
 
 @public.get("/c/<card_token>")

@@ -1,8 +1,9 @@
 """Who is calling: a device by its bearer key, a staff member by their credential.
 
 Devices send ``Authorization: Bearer <key>``. A staff member confirming an action on a
-kiosk adds ``X-Staff-Authorization: Basic <base64 user:password>``; a staff client without a
-device sends that credential as ``Authorization: Basic``.
+kiosk adds ``X-Staff-Authorization: Basic <base64 user:password>``, or ``Session <token>`` from
+staff mode (``server.staff.kiosk``); a staff client without a device sends its credential as
+``Authorization: Basic``.
 """
 
 from __future__ import annotations
@@ -138,9 +139,15 @@ def authenticate() -> Principal:
         confirm = request.headers.get("X-Staff-Authorization", "")
         c_scheme, _, c_value = confirm.partition(" ")
         if confirm:
-            if c_scheme.lower() != "basic":
-                raise Problem("invalid-credentials", "X-Staff-Authorization must be Basic")
-            staff = verify_staff(session, *_basic(c_value.strip()))
+            if c_scheme.lower() == "basic":
+                staff = verify_staff(session, *_basic(c_value.strip()))
+            elif c_scheme.lower() == "session" and row.role == "kiosk":
+                from server.staff.kiosk import staff_of_session
+
+                staff = staff_of_session(session, row.id, c_value.strip())
+            else:
+                raise Problem("invalid-credentials",
+                              "X-Staff-Authorization must be Basic (or Session, on a kiosk)")
         return Principal("device", row.role, row.id, row.store_id, staff, row.code, row.country)
     if scheme.lower() == "basic" and value:
         member = verify_staff(session, *_basic(value.strip()))

@@ -1,4 +1,5 @@
-"""POST /api/v1/devices/heartbeat: a kiosk or till says it is alive and how its readers are."""
+"""POST /api/v1/devices/heartbeat: a kiosk or till says it is alive, how its readers are (and
+a kiosk's card writer and printer)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,14 @@ class QueueHealth(BaseModel):
     failed: int = Field(default=0, ge=0, description="Queued events the service refused")
 
 
+class PrinterHealth(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    uri: Annotated[str, StringConstraints(max_length=200)]
+    status: Literal["ready", "paper-out", "offline", "failed", "unknown"]
+    error: Annotated[str, StringConstraints(max_length=500)] | None = None
+
+
 class HeartbeatIn(BaseModel):
     """What a device reports every 30 s or so. Not an event: a repeat only refreshes it."""
 
@@ -39,6 +48,7 @@ class HeartbeatIn(BaseModel):
 
     readers: list[ReaderHealth] = Field(default_factory=list, max_length=32)
     queue: QueueHealth | None = None
+    printer: PrinterHealth | None = Field(default=None, description="A kiosk's printer")
 
 
 class HeartbeatOut(BaseModel):

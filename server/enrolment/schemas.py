@@ -80,4 +80,6 @@ class EnrolmentOut(BaseModel):
     language: str
     tier: str
     points: int
+    welcome_points: int = Field(default=0, description="Points the programme gave on joining "
+                                                       "(included in points)")
     consents: dict[str, bool]

@@ -5,15 +5,19 @@ from __future__ import annotations
 import secrets
 from datetime import date
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from server.api.problems import Problem
 from server.customers.models import Customer, SurveyResponse
 from server.customers.service import summary
-from server.db import flush_or_replay
+from server.db import flush_or_replay, utcnow
 from server.devices.auth import Principal, hash_password
 from server.enrolment.schemas import EnrolmentIn
+from server.loyalty import ledger, programmes
+from server.loyalty.models import PointsEntry
+from server.loyalty.programme import expiry_date
 from server.privacy import audit, consent
 from server.vault.service import display_name, store_personal_data
 
@@ -38,8 +42,10 @@ def age_band(birth: date, today: date | None = None) -> str:
 
 
 def _result(main: Session, vault: Session, customer: Customer) -> dict:
+    welcome = main.scalar(select(func.coalesce(func.sum(PointsEntry.delta), 0)).where(
+        PointsEntry.customer_id == customer.id, PointsEntry.kind == "welcome")) or 0
     return {**summary(vault, customer.id, customer.language, customer.tier, customer.points),
-            "consents": consent.flags(main, customer.id)}
+            "welcome_points": welcome, "consents": consent.flags(main, customer.id)}
 
 
 def _replay(main: Session, vault: Session, device: Principal, event_id: str) -> dict | None:
@@ -90,6 +96,13 @@ def enrol(main: Session, vault: Session, device: Principal, req: EnrolmentIn) ->
     if previous is not None:
         return previous, False
 
+    _version, programme = programmes.current(main)
+    welcome = programme.enrolment.welcome_points
+    if welcome:
+        ledger.post(main, customer_id, welcome, "welcome", reason="welcome bonus",
+                    expires_at=expiry_date(programme, utcnow()))
+        set_committed_value(customer, "points", welcome)  # the ledger's UPDATE set it
+
     consent.append(main, device, customer_id, req.consents.model_dump(),
                    version=req.consent_version, language=req.language, channel="kiosk")
     if req.survey:
@@ -114,5 +127,6 @@ def enrol(main: Session, vault: Session, device: Principal, req: EnrolmentIn) ->
         "language": req.language,
         "tier": customer.tier,
         "points": customer.points,
+        "welcome_points": welcome,
         "consents": req.consents.model_dump(),
     }, True

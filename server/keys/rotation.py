@@ -31,7 +31,7 @@ from pathlib import Path
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from server.cards.models import Card
+from server.cards.models import LIVE, Card
 from server.secrets_file import write_json
 from server.vault.crypto import VaultError, VaultKeys, unwrap_key, wrap_key
 from server.vault.models import VaultRecord
@@ -292,7 +292,7 @@ class CardStatus:
 
 def active_cards_per_key(main: Session) -> dict[int, int]:
     return dict(main.execute(
-        select(Card.key_id, func.count()).where(Card.status == "active")
+        select(Card.key_id, func.count()).where(Card.status.in_(LIVE))
         .group_by(Card.key_id).order_by(Card.key_id)).all())
 
 
@@ -351,7 +351,7 @@ def retire_card_key(main: Session, path: str | os.PathLike, key_id: int, *,
         if key_id in retired:
             raise RotationError(f"card key {key_id} is retired already")
         active = main.scalar(select(func.count()).select_from(Card)
-                             .where(Card.key_id == key_id, Card.status == "active"))
+                             .where(Card.key_id == key_id, Card.status.in_(LIVE)))
         if active and not force:
             raise RotationError(f"{active} active cards are still signed with card key "
                                 f"{key_id}; replace them first, or use --force to refuse "

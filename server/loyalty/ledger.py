@@ -20,7 +20,8 @@ from server.loyalty.models import PointsEntry
 
 customers, ledger = Customer.__table__, PointsEntry.__table__
 
-KINDS = ("earn", "visit", "redeem", "refund", "restore", "expire", "adjust", "import")
+KINDS = ("earn", "visit", "redeem", "refund", "restore", "expire", "adjust", "import",
+         "welcome")
 # what counts towards a tier: points earned, less earned points taken back by returns
 QUALIFYING = ("earn", "visit", "refund")
 

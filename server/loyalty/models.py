@@ -114,7 +114,7 @@ class PointsEntry(Base):
 
     ``kind``: earn (purchase line), visit, redeem, refund (earned points taken back),
     restore (a reward's points given back), expire, adjust (staff, with a reason), import
-    (opening balance from another system).
+    (opening balance from another system), welcome (the programme's bonus on joining).
     """
 
     __tablename__ = "points_ledger"

@@ -20,6 +20,9 @@ Example, the programme a fresh install starts with (``default_programme.toml``):
     min_gap_hours = 20             # taps closer than this to the last counted visit count nothing
     stores = []                    # empty = every store
 
+    [enrolment]
+    welcome_points = 50            # given once, when the customer joins; 0 = none
+
     [[multipliers]]                # per product, category or sku; several may apply: they multiply
     name = "Shoes count double"
     categories = ["shoes"]
@@ -252,6 +255,12 @@ class Visit(_Model):
     stores: Codes = ()
 
 
+class Enrolment(_Model):
+    """Points given once, when a customer joins (shown on the kiosk's last screen)."""
+
+    welcome_points: Annotated[StrictInt, Field(ge=0, le=100_000)] = 0
+
+
 class Multiplier(_Targeted):
     """A factor on the lines of some categories or skus, in ``stores`` only if given."""
 
@@ -424,6 +433,7 @@ class Programme(_Model):
     timezone: Annotated[str, AfterValidator(_timezone)]
     earning: Earning
     visit: Visit = Visit(points=0, min_gap_hours=Decimal(0))
+    enrolment: Enrolment = Enrolment()
     multipliers: tuple[Multiplier, ...] = ()
     promotions: tuple[Promotion, ...] = ()
     exclusions: tuple[Exclusion, ...] = ()

@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from server.api.problems import Problem
-from server.cards.models import Card
+from server.cards.models import LIVE, Card
 from server.customers.models import Customer, SurveyResponse
 from server.db import after_commit, databases, shred_wal, utcnow
 from server.loyalty.models import ImportedCustomer, PointsEntry
@@ -61,8 +61,8 @@ def erase(main: Session, vault: Session, actor: str, customer_id: str,
     now = utcnow()
     had_vault_row = destroy_personal_data(vault, customer_id)
     revoked = list(main.scalars(select(Card.id).where(Card.customer_id == customer_id,
-                                                      Card.status == "active")))
-    main.execute(update(Card).where(Card.customer_id == customer_id, Card.status == "active")
+                                                      Card.status.in_(LIVE))))
+    main.execute(update(Card).where(Card.customer_id == customer_id, Card.status.in_(LIVE))
                  .values(status="revoked", status_reason="erased", revoked_at=now))
     main.execute(update(Card).where(Card.customer_id == customer_id).values(nfc_uid=None))
     main.execute(update(Customer).where(Customer.id == customer_id)
