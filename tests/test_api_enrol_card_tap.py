@@ -23,6 +23,8 @@ from server.vault.models import VaultRecord
 from tests.support.fixtures_server import assert_problem, row_counts
 
 UID = "04A1B2C3D4E5F6"
+# the default programme gives this many points on joining (they are in every balance)
+WELCOME = default_programme().enrolment.welcome_points
 
 
 def _main(app) -> Session:
@@ -54,6 +56,7 @@ def test_enrol_issue_tap(app, api, creds):
     assert re.fullmatch(r"C-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}", customer_id)
     assert person["display_name"] == "Élodie D."
     assert person["language"] == "fr"
+    assert (person["points"], person["welcome_points"]) == (WELCOME, WELCOME)
     assert person["consents"] == {"terms": True, "marketing_email": False,
                                   "marketing_sms": False, "profiling": False}
 
@@ -79,8 +82,10 @@ def test_enrol_issue_tap(app, api, creds):
     assert record["customer_id"] == customer_id
     assert record["display_name"] == "Élodie D."
     assert record["tier"] == "member"
-    # the first tap is a counted visit: the default programme's visit points
-    assert record["points"] == default_programme().visit.points > 0
+    # the first tap is a counted visit: the default programme's visit points, on top of the
+    # welcome bonus
+    assert record["points"] == WELCOME + default_programme().visit.points
+    assert default_programme().visit.points > 0
     assert {k: record["card"][k] for k in ("card_id", "kind", "status")} == \
         {"card_id": card["card_id"], "kind": "qr", "status": "active"}
     assert record["recent_purchases"] == []

@@ -3,8 +3,9 @@ redemptions, adjustments, tiers, promotions by store, the tap record and the pro
 
 Expected points are computed by hand from the default programme (``default_programme.toml``:
 1 point per 1.00, shoes x2, gift cards and tobacco excluded, discounted lines earn nothing,
-visits 5 points with a 20 h gap, tiers silver 500 / gold 2000 on points earned) or from the
-small programme ``SMALL`` below. The pure rules are tested in test_programme.py; here every
+visits 5 points with a 20 h gap, tiers silver 500 / gold 2000 on points earned, a welcome
+bonus of ``WELCOME`` points on joining that counts for no tier) or from the small programme
+``SMALL`` below (no welcome bonus). The pure rules are tested in test_programme.py; here every
 test also checks, after it ran, that each customer's balance is the sum of their ledger and
 never negative.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 
 import pytest
 from sqlalchemy import func, select, update
@@ -28,10 +30,14 @@ from server.loyalty.models import (
     Refund,
     RefundLine,
 )
+from server.loyalty.programme import DEFAULT_PROGRAMME_FILE, default_programme
 from server.staff.models import Staff
 from tests.support.fixtures_server import Api, assert_problem
 
 line = Api.line
+
+# every customer enrolled under the default programme starts with these points
+WELCOME = default_programme().enrolment.welcome_points
 
 # tiers on a low ladder so that one purchase upgrades; a promotion in store TEST only; no
 # visit points (taps show the record without moving the balance); points never expire
@@ -205,7 +211,7 @@ def test_purchase_earns_what_the_default_programme_says_per_line(app, api, creds
     assert reasons[3] == ["excluded: Gift cards and tobacco"]
     assert reasons[4] == ["discounted line earns nothing"]
     assert (body["points_earned"], body["balance"], body["tier"], body["tier_changed"]) == \
-        (269, 269, "member", False)
+        (269, WELCOME + 269, "member", False)
 
     with main_db(app) as s:
         purchase = s.get(Purchase, body["purchase_id"])
@@ -222,18 +228,18 @@ def test_purchase_earns_what_the_default_programme_says_per_line(app, api, creds
                                  line("MUG", 2, "7.50", category="kitchen")],
                                 customer_id=customer_id))
     assert [ln["points"] for ln in body["lines"]] == [0, 0, 15]
-    assert (body["points_earned"], body["balance"]) == (15, 284)
+    assert (body["points_earned"], body["balance"]) == (15, WELCOME + 284)
 
     earned = entries(app, customer_id)
     assert [(e.kind, e.delta, e.purchase_id is not None) for e in earned] == \
-        [("earn", 269, True), ("earn", 15, True)]
-    assert earned[0].reason == "purchase R-0001: Shoes count double ×2"
+        [("welcome", WELCOME, False), ("earn", 269, True), ("earn", 15, True)]
+    assert earned[1].reason == "purchase R-0001: Shoes count double ×2"
     # the ledger as a desk sees it: newest first, adding up to the balance
     seen = api.client.get(f"/api/v1/customers/{customer_id}/points",
                           headers=creds.staff_auth("desk1"))
     assert seen.status_code == 200
-    assert seen.get_json()["balance"] == 284
-    assert [e["delta"] for e in seen.get_json()["entries"]] == [15, 269]
+    assert seen.get_json()["balance"] == WELCOME + 284
+    assert [e["delta"] for e in seen.get_json()["entries"]] == [15, 269, WELCOME]
 
 
 def test_a_retried_purchase_never_earns_twice(app, api, creds):
@@ -241,14 +247,14 @@ def test_a_retried_purchase_never_earns_twice(app, api, creds):
     body = Api.purchase_body([line("SHOE-1", 1, "60.00", category="shoes")],
                              customer_id=customer_id)
     first = created(api.client.post("/api/v1/purchases", json=body, headers=creds.h("till")))
-    assert (first["points_earned"], first["balance"]) == (120, 120)
+    assert (first["points_earned"], first["balance"]) == (120, WELCOME + 120)
     before = loyalty_counts(app)
 
     for _ in range(2):
         again = replayed(api.client.post("/api/v1/purchases", json=body,
                                          headers=creds.h("till")))
         assert again["purchase_id"] == first["purchase_id"]
-        assert (again["points_earned"], again["balance"]) == (120, 120)
+        assert (again["points_earned"], again["balance"]) == (120, WELCOME + 120)
     # a retry with a changed body is still the recorded event, not a new purchase
     changed = dict(body, lines=[line("SHOE-1", 2, "60.00", category="shoes")], total="120.00")
     again = replayed(api.client.post("/api/v1/purchases", json=changed, headers=creds.h("till")))
@@ -258,7 +264,7 @@ def test_a_retried_purchase_never_earns_twice(app, api, creds):
     assert_problem(other, 409, "event-id-conflict")
 
     assert loyalty_counts(app) == before
-    assert customer_row(app, customer_id).points == 120
+    assert customer_row(app, customer_id).points == WELCOME + 120
 
 
 def test_refused_purchases_write_nothing(app, api, creds):
@@ -282,7 +288,7 @@ def test_refused_purchases_write_nothing(app, api, creds):
     assert replaced.status_code == 201, replaced.get_json()
     assert_problem(api.purchase(lines, card=card["url"]), 410, "card-revoked")
     assert loyalty_counts(app) == before
-    assert customer_row(app, customer_id).points == 0
+    assert customer_row(app, customer_id).points == WELCOME  # the welcome bonus only
     # the new card works
     body = created(api.purchase(lines, card=replaced.get_json()["url"]))
     assert body["points_earned"] == 20
@@ -296,7 +302,7 @@ def test_partial_returns_reverse_exactly_what_the_lines_earned(app, api, creds):
     bought = created(api.purchase([line("FOOD-1", 3, "9.90", category="food"),     # 29
                                    line("SHOE-1", 1, "45.50", category="shoes")],  # 91
                                   customer_id=customer_id))
-    assert (bought["points_earned"], bought["balance"]) == (120, 120)
+    assert (bought["points_earned"], bought["balance"]) == (120, WELCOME + 120)
     purchase_id = bought["purchase_id"]
 
     # 1 + 1 + 1 of the 3 items: floor gives 9, 10, 10 and the parts add up to the 29 earned
@@ -310,7 +316,7 @@ def test_partial_returns_reverse_exactly_what_the_lines_earned(app, api, creds):
         balances.append(body["balance"])
     assert reversed_ == [9, 10, 10]
     assert sum(reversed_) == 29
-    assert balances == [111, 101, 91]
+    assert balances == [WELCOME + 111, WELCOME + 101, WELCOME + 91]
 
     before = loyalty_counts(app)
     more = api.refund(purchase_id=purchase_id, lines=[{"line_no": 1, "quantity": "1"}])
@@ -324,11 +330,12 @@ def test_partial_returns_reverse_exactly_what_the_lines_earned(app, api, creds):
         event_id = s.get(Purchase, purchase_id).event_id
     event = str(uuid.uuid4())
     body = created(api.refund(event_id=event, purchase_event_id=event_id))
-    assert (body["points_reversed"], body["amount"], body["balance"]) == (91, "45.50", 0)
+    # the purchase's points are all taken back; the welcome bonus stays
+    assert (body["points_reversed"], body["amount"], body["balance"]) == (91, "45.50", WELCOME)
     # its retry changes nothing
     again = replayed(api.refund(event_id=event, purchase_event_id=event_id))
     assert (again["refund_id"], again["points_reversed"], again["balance"]) == \
-        (body["refund_id"], 91, 0)
+        (body["refund_id"], 91, WELCOME)
     # ... and the same return id from a till of another store is a conflict
     assert_problem(api.refund(headers=creds.h("till_uid"), event_id=event,
                               purchase_event_id=event_id), 409, "event-id-conflict")
@@ -348,38 +355,48 @@ def test_return_after_the_points_were_spent_owes_them_never_negative(app, api, c
     customer_id, card = api.customer_with_card()
     bought = created(api.purchase([line("TV-1", 1, "200.00", category="electronics")],
                                   customer_id=customer_id))
-    assert bought["balance"] == 200
+    assert bought["balance"] == WELCOME + 200
     spent = created(api.redeem("COFFEE", customer_id=customer_id))
-    assert spent["balance"] == 50
+    assert spent["balance"] == WELCOME + 50
 
+    # the welcome bonus is spendable like any points: the return takes the WELCOME + 50 left
+    # at once and owes the rest of the 200 it takes back
+    owed = 200 - (WELCOME + 50)
+    assert owed > 5 + 50  # so that the tap and the next purchase below pay part of it only
     body = created(api.refund(purchase_id=bought["purchase_id"]))
-    assert (body["points_reversed"], body["points_owed"], body["balance"]) == (200, 150, 0)
-    assert customer_row(app, customer_id).points_debt == 150
+    assert (body["points_reversed"], body["points_owed"], body["balance"]) == (200, owed, 0)
+    assert customer_row(app, customer_id).points_debt == owed
     # the tap shows the debt; its visit points (5) pay part of it, the balance stays 0
     record = tap(api, card)
-    assert (record["points"], record["points_owed"]) == (0, 145)
+    assert (record["points"], record["points_owed"]) == (0, owed - 5)
 
-    # the next purchases pay the rest of the debt first
-    body = created(api.purchase([line("BOOK", 1, "100.00", category="books")],
+    # the next purchases pay the rest of the debt first: 50 points pay part of it ...
+    body = created(api.purchase([line("BOOK", 1, "50.00", category="books")],
                                 customer_id=customer_id))
-    assert (body["points_earned"], body["balance"]) == (100, 0)
+    assert (body["points_earned"], body["balance"]) == (50, 0)
+    assert customer_row(app, customer_id).points_debt == owed - 5 - 50
+    # ... and 60 pay what is left of it, the rest is the customer's
+    left = 60 - (owed - 5 - 50)
     body = created(api.purchase([line("BOOK", 1, "60.00", category="books")],
                                 customer_id=customer_id))
-    assert (body["points_earned"], body["balance"]) == (60, 15)
+    assert (body["points_earned"], body["balance"]) == (60, left)
     row = customer_row(app, customer_id)
-    assert (row.points, row.points_debt) == (15, 0)
-    # 200 earned - 150 redeemed - 50 taken back at once - 150 owed paid later + 5 + 100 + 60
+    assert (row.points, row.points_debt) == (left, 0)
+    # WELCOME + 200 earned - 150 redeemed - (WELCOME + 50) taken back at once - the rest owed
+    # paid later by 5 + 50 + 60: the returns took back exactly the 200 the purchase earned
     kinds = {}
     for entry in entries(app, customer_id):
         kinds[entry.kind] = kinds.get(entry.kind, 0) + entry.delta
-    assert kinds == {"earn": 360, "visit": 5, "redeem": -150, "refund": -200}
+    assert kinds == {"welcome": WELCOME, "earn": 310, "visit": 5, "redeem": -150,
+                     "refund": -200}
 
 
 def test_returning_a_line_paid_with_a_reward_gives_the_reward_back_once(app, api, creds):
     customer_id = enrolled(api)
     created(api.purchase([line("TV-1", 1, "300.00")], customer_id=customer_id))
     coffee = created(api.redeem("COFFEE", customer_id=customer_id))
-    assert (coffee["points"], coffee["balance"], coffee["status"]) == (150, 150, "active")
+    assert (coffee["points"], coffee["balance"], coffee["status"]) == \
+        (150, WELCOME + 150, "active")
     assert coffee["reward"]["sku"] == "COFFEE-01"
     reward_id = coffee["redemption_id"]
 
@@ -388,7 +405,7 @@ def test_returning_a_line_paid_with_a_reward_gives_the_reward_back_once(app, api
                    line("CAKE", 1, "10.00", category="food")]
     bought = created(api.purchase(with_reward, customer_id=customer_id))
     assert [ln["points"] for ln in bought["lines"]] == [0, 10]
-    assert bought["balance"] == 160
+    assert bought["balance"] == WELCOME + 160
 
     before = loyalty_counts(app)
     # the same reward again, on another purchase or twice on one purchase: refused
@@ -401,7 +418,7 @@ def test_returning_a_line_paid_with_a_reward_gives_the_reward_back_once(app, api
     assert loyalty_counts(app) == after_second
     assert after_second["purchases"] == before["purchases"]
     balance = second["balance"]
-    assert balance == 10
+    assert balance == WELCOME + 10
 
     # returning the coffee gives the reward's 150 points back, once
     event = str(uuid.uuid4())
@@ -434,7 +451,8 @@ def test_redemptions(app, api, creds, manager):
     give_points(api, creds, customer_id, 2000)
 
     body = created(api.redeem("COFFEE", card=card["url"]))
-    assert (body["customer_id"], body["points"], body["balance"]) == (customer_id, 150, 1850)
+    assert (body["customer_id"], body["points"], body["balance"]) == \
+        (customer_id, 150, WELCOME + 1850)
     assert body["reward"] == {"code": "COFFEE", "name": "Free coffee", "kind": "product",
                               "value": None, "sku": "COFFEE-01", "cost": 150}
     event = str(uuid.uuid4())
@@ -450,26 +468,28 @@ def test_redemptions(app, api, creds, manager):
 
     body = created(api.redeem("VOUCHER-5", headers=creds.h("till", staff="cashier1"),
                               customer_id=customer_id, quantity=3, event_id=event))
-    assert (body["points"], body["quantity"], body["balance"]) == (1500, 3, 350)
+    assert (body["points"], body["quantity"], body["balance"]) == (1500, 3, WELCOME + 350)
     with main_db(app) as s:
         redemption = s.get(Redemption, body["redemption_id"])
         assert redemption.confirmed_by_staff_id == staff_id(app, "cashier1")
     assert entries(app, customer_id, "redeem")[-1].staff_id == staff_id(app, "cashier1")
 
-    # not enough points: refused, nothing written, the balance is said
+    # not enough points (WELCOME + 350, the welcome bonus included, is still short of 500):
+    # refused, nothing written, the balance is said
+    assert WELCOME + 350 < 500
     before = loyalty_counts(app)
     refused = assert_problem(api.redeem("VOUCHER-5", customer_id=customer_id), 409,
                              "insufficient-points")
-    assert (refused["balance"], refused["needed"]) == (350, 500)
+    assert (refused["balance"], refused["needed"]) == (WELCOME + 350, 500)
     assert loyalty_counts(app) == before
 
     # a retry of a recorded redemption spends nothing more
     again = replayed(api.redeem("VOUCHER-5", headers=creds.h("till", staff="cashier1"),
                                 customer_id=customer_id, quantity=3, event_id=event))
-    assert (again["redemption_id"], again["balance"]) == (body["redemption_id"], 350)
+    assert (again["redemption_id"], again["balance"]) == (body["redemption_id"], WELCOME + 350)
     # a customer redeems in any store of the chain
     body = created(api.redeem("COFFEE", headers=creds.h("till_uid"), customer_id=customer_id))
-    assert body["balance"] == 200
+    assert body["balance"] == WELCOME + 200
     assert [e.delta for e in entries(app, customer_id, "redeem")] == [-150, -1500, -150]
 
 
@@ -479,16 +499,17 @@ def test_manager_adjustments(app, api, creds, manager):
     body = created(api.adjust(customer_id, 100, creds.staff_auth("manager1"),
                               reason="lost receipt, seen by the manager", event_id=event))
     assert (body["points"], body["balance"], body["reason"]) == \
-        (100, 100, "lost receipt, seen by the manager")
+        (100, WELCOME + 100, "lost receipt, seen by the manager")
     again = replayed(api.adjust(customer_id, 100, creds.staff_auth("manager1"),
                                 reason="lost receipt, seen by the manager", event_id=event))
-    assert (again["entry_id"], again["balance"]) == (body["entry_id"], 100)
+    assert (again["entry_id"], again["balance"]) == (body["entry_id"], WELCOME + 100)
 
     before = loyalty_counts(app)
     assert_problem(api.adjust(customer_id, 50, creds.staff_auth("cashier1")), 403,
                    "forbidden-role")
     assert_problem(api.adjust(customer_id, 50, creds.h("till")), 403, "forbidden-role")
-    assert_problem(api.adjust(customer_id, -101, creds.staff_auth("manager1")), 409,
+    # one point more than the balance, the welcome bonus included
+    assert_problem(api.adjust(customer_id, -(WELCOME + 101), creds.staff_auth("manager1")), 409,
                    "insufficient-points")
     assert_problem(api.adjust(customer_id, 50, creds.staff_auth("manager1"), reason=""), 422,
                    "validation-error")
@@ -498,7 +519,7 @@ def test_manager_adjustments(app, api, creds, manager):
 
     body = created(api.adjust(customer_id, -40, creds.staff_auth("manager1"),
                               reason="duplicate credit"))
-    assert body["balance"] == 60
+    assert body["balance"] == WELCOME + 60
     adjusted = entries(app, customer_id, "adjust")
     manager_id = staff_id(app, "manager1")
     assert [(e.delta, e.staff_id, e.reason) for e in adjusted] == \
@@ -605,7 +626,7 @@ def test_tap_record_shows_rewards_purchases_visits_and_expiring_points(app, api,
     first = tap(api, card)                 # a counted visit: +5
     tap(api, card, till="till_uid")        # within 20 h of it: counts nothing
     record = tap(api, card)
-    assert first["points"] == record["points"] == 6 * 30 + 5
+    assert first["points"] == record["points"] == WELCOME + 6 * 30 + 5
 
     newest = [1, 2, 3, 5, 8]
     assert [p["purchase_id"] for p in record["recent_purchases"]] == [ids[d] for d in newest]
@@ -618,10 +639,13 @@ def test_tap_record_shows_rewards_purchases_visits_and_expiring_points(app, api,
 
     assert record["visits_by_store"] == [{"store": "TEST", "visits": 2},
                                          {"store": "UIDOK", "visits": 1}]
+    # the welcome bonus of today expires in 24 months: not in the next 30 days
     assert record["points_expiring"]["points"] == 30
     assert record["points_expiring"]["by"] in {
         (moment + timedelta(days=30)).date().isoformat() for moment in (now, datetime.now(UTC))}
-    # 185 points: the coffee (150) only; the voucher needs 500, GOLD-10 is for gold members
+    # WELCOME + 185 points: the coffee (150) only; the voucher needs 500, GOLD-10 is for gold
+    # members
+    assert WELCOME + 185 < 500
     assert [r["code"] for r in record["rewards_available"]] == ["COFFEE"]
     assert record["tier"] == "member"
     progress = record["tier_progress"]
@@ -632,9 +656,9 @@ def test_tap_record_shows_rewards_purchases_visits_and_expiring_points(app, api,
 
 def test_visit_points_once_per_gap(app, api, creds):
     customer_id, card = api.customer_with_card()
-    assert tap(api, card)["points"] == 5
-    assert tap(api, card)["points"] == 5
-    assert tap(api, card, till="till_uid")["points"] == 5
+    assert tap(api, card)["points"] == WELCOME + 5
+    assert tap(api, card)["points"] == WELCOME + 5
+    assert tap(api, card, till="till_uid")["points"] == WELCOME + 5
     assert len(entries(app, customer_id, "visit")) == 1
 
     # 21 hours after the last counted visit (min_gap_hours = 20), a tap counts again
@@ -642,10 +666,69 @@ def test_visit_points_once_per_gap(app, api, creds):
         s.execute(update(Customer).where(Customer.id == customer_id).values(
             last_counted_visit_at=datetime.now(UTC) - timedelta(hours=21)))
         s.commit()
-    assert tap(api, card)["points"] == 10
-    assert tap(api, card)["points"] == 10
+    assert tap(api, card)["points"] == WELCOME + 10
+    assert tap(api, card)["points"] == WELCOME + 10
     visits = entries(app, customer_id, "visit")
     assert [(e.delta, e.visit_id is not None) for e in visits] == [(5, True), (5, True)]
+
+
+# --------------------------------------------------------------------------- the welcome bonus
+
+
+def test_the_welcome_bonus_is_given_once_on_joining_and_counts_for_no_tier(app, api, creds,
+                                                                           manager):
+    assert WELCOME == 50  # the default programme's, shown on the kiosk's last screen
+    event_id = str(uuid.uuid4())
+    body = created(api.enrol(event_id=event_id))
+    assert (body["welcome_points"], body["points"]) == (50, 50)
+    customer_id = body["customer_id"]
+
+    # one "welcome" entry in the ledger, as the desk sees it; it expires like earned points
+    seen = api.client.get(f"/api/v1/customers/{customer_id}/points",
+                          headers=creds.staff_auth("desk1"))
+    assert seen.status_code == 200, seen.get_json()
+    assert seen.get_json()["balance"] == 50
+    assert [(e["kind"], e["delta"], e["reason"]) for e in seen.get_json()["entries"]] == \
+        [("welcome", 50, "welcome bonus")]
+    [welcome] = entries(app, customer_id)
+    assert timedelta(days=700) < welcome.expires_at - welcome.at < timedelta(days=740)
+
+    # a replayed enrolment (the kiosk never got the answer) gives nothing a second time
+    before = loyalty_counts(app)
+    again = replayed(api.enrol(event_id=event_id))
+    assert (again["customer_id"], again["welcome_points"], again["points"]) == \
+        (customer_id, 50, 50)
+    assert loyalty_counts(app) == before
+    assert len(entries(app, customer_id, "welcome")) == 1
+
+    # the welcome points count for no tier: 460 earned + 50 given is past silver's 500 in the
+    # balance, but the customer earned 460 only (and 5 for the tap's visit)
+    body = created(api.purchase([line("TV-1", 1, "460.00")], customer_id=customer_id))
+    assert (body["points_earned"], body["balance"], body["tier"], body["tier_changed"]) == \
+        (460, 510, "member", False)
+    issued = api.issue_card(customer_id)
+    assert issued.status_code == 201, issued.get_json()
+    record = tap(api, issued.get_json())
+    assert (record["points"], record["tier"]) == (515, "member")
+    assert record["tier_progress"] == {"qualifying_points": 465, "next_tier": "silver",
+                                       "points_to_next_tier": 35}
+    # ... and the 35 points still missing, once earned, make silver
+    body = created(api.purchase([line("PEN", 1, "35.00")], customer_id=customer_id))
+    assert (body["balance"], body["tier"], body["tier_changed"]) == (550, "silver", True)
+
+    # the default programme with welcome_points = 0: a new customer starts with nothing
+    source = resources.files("server.loyalty").joinpath(DEFAULT_PROGRAMME_FILE).read_text(
+        encoding="utf-8")
+    assert source.count("welcome_points = 50 ") == 1
+    loaded = api.put_programme(source.replace("welcome_points = 50 ", "welcome_points = 0 "),
+                               creds.staff_auth("manager1"))
+    assert loaded.status_code == 200, loaded.get_json()
+    body = created(api.enrol())
+    assert (body["welcome_points"], body["points"]) == (0, 0)
+    assert entries(app, body["customer_id"]) == []
+    assert customer_row(app, body["customer_id"]).points == 0
+    # the customer who joined before keeps their one bonus
+    assert len(entries(app, customer_id, "welcome")) == 1
 
 
 # --------------------------------------------------------------------------- the programme
