@@ -1,7 +1,9 @@
 """The welcome-desk kiosk: a local web app shown by Chromium in kiosk mode.
 
 It enrols customers through the central service and prints their card on the printer it
-owns (one thread, see ``printing``). It keeps nothing of a customer beyond their session.
+owns (one thread, see ``printing``). It keeps nothing of a customer beyond their session, which
+lives in this process's memory (``memory_session``) and ends after ``IDLE_TIMEOUT`` seconds
+without a request: run one process (gunicorn ``-w 1 --threads N``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from flask_wtf.csrf import CSRFProtect
 
 from device_drivers.forwarder import ServiceClient
 from device_drivers.settings import configure_logging, load_settings
+from kiosk_app import survey
+from kiosk_app.memory_session import MemorySessionInterface
 from kiosk_app.printing import PrinterWorker
 
 HERE = Path(__file__).resolve().parent
@@ -39,7 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "SHOP_NAME": "Demo shop",
     "DEFAULT_LANGUAGE": "fr",
     "CONSENT_VERSION": "2026-11",
-    "IDLE_TIMEOUT": 60,
+    "IDLE_TIMEOUT": 60,           # seconds without a touch before the kiosk starts over
     "PRINT_TIMEOUT": 15.0,
     "REQUEST_TIMEOUT": 5.0,
     # show the card's QR on screen too (the demo, where the printer is a file)
@@ -72,7 +76,12 @@ def _secret_key(instance: Path) -> str:
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
-    """Build the kiosk app; the printer thread starts with the first print."""
+    """Build the kiosk app; the printer thread starts with the first print.
+
+    Raises:
+        SurveyError: the survey file (``SURVEY_FILE``) is missing or wrong; the message says
+            where.
+    """
     settings = load_settings(DEFAULTS, config)
     configure_logging(settings["LOG_LEVEL"])
     app = Flask(__name__, template_folder=str(TEMPLATES), static_folder=str(HERE / "static"))
@@ -86,6 +95,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         SESSION_COOKIE_HTTPONLY=True,
         WTF_CSRF_TIME_LIMIT=None,  # the form may stay on screen; the session expires instead
     )
+    # sessions outlive the idle timeout a little, so an expired one is still there to be
+    # wiped properly (kiosk.views checks the idle time itself and hands over to issuing)
+    app.session_interface = MemorySessionInterface(float(settings["IDLE_TIMEOUT"]) + 300)
+    app.extensions["kiosk.survey"] = survey.load(settings["SURVEY_FILE"])
     csrf.init_app(app)
     babel.init_app(app, locale_selector=_locale)
     app.extensions["kiosk.client"] = ServiceClient(
