@@ -628,3 +628,16 @@ def test_offline_with_a_logo_is_offline(tmp_path):
         printer.print_card(make_slip(logo=logo))
 
     assert caught.value.reason == "offline"
+
+
+def test_every_printer_uri_in_docs_printers_md_is_accepted():
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "PRINTERS.md").read_text()
+    uris = re.findall(r"`((?:escpos|file):[^`\s]+)`", text)
+    assert len(uris) >= 8
+    for uri in uris:
+        if uri.endswith(":"):
+            continue  # a transport named in the text, e.g. `escpos:net:`
+        uri = uri.replace("VID:PID", "0416:5011")  # the placeholder of the generic printers
+        parse_uri(uri)  # raises DriverError, with the URI in its message
