@@ -1,8 +1,8 @@
 """The kiosk's NFC device, owned by one thread: web requests hand it jobs and poll them.
 
 The worker holds one device open at a time (nfcpy cannot share a reader): the card writer
-(``WRITER``) between jobs, or the staff reader (``STAFF_READER``, or the writer's URI) for a
-"read one tap" job, after which the writer is opened again. A job runs in short slices so that
+(``WRITER``), or from a "read one tap" job on the staff reader (``STAFF_READER``, or the
+writer's URI) until the next write job. A job runs in short slices so that
 it can be cancelled (the customer walked away, the idle reset, a newer job): the kiosk has one
 screen, so a new job supersedes the one before it.
 """
@@ -24,6 +24,7 @@ from device_drivers.base import (
     NoCard,
     Reader,
     ReaderError,
+    ReaderUnavailable,
     Tap,
     WriteError,
     WriterUnavailable,
@@ -109,7 +110,7 @@ class DeviceWorker:
         self.reader_uri = reader_uri.strip() or self.writer_uri
         self.writer_status = DeviceStatus(self.writer_uri or "none")
         self.writer: CardWriter | None = None  # the open writer (tests reach a sim: one here)
-        self.reader: Reader | None = None  # the open reader, during a read job only
+        self.reader: Reader | None = None  # the open reader, from a read job to a write
         self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._known: dict[str, Job] = {}
         self._current: Job | None = None
@@ -183,18 +184,19 @@ class DeviceWorker:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                if self.writer is None:
+                if self.writer is None and self.reader is None:
                     self._open_writer()
-                wait = None if self.writer is not None else REOPEN_DELAY
+                wait = None if (self.writer or self.reader) is not None else REOPEN_DELAY
                 try:
                     job = self._jobs.get(timeout=wait)
                 except queue.Empty:
                     continue
                 if job is None:
                     return
+                if not job.active:  # cancelled while queued, or given a tap already
+                    continue
                 if job.cancel_event.is_set():
-                    if job.active:
-                        job._finish("cancelled")
+                    job._finish("cancelled")
                     continue
                 self._current = job
                 try:
@@ -208,6 +210,7 @@ class DeviceWorker:
                 finally:
                     self._current = None
         finally:
+            self._close_reader()
             self._close_writer()
 
     def _open_writer(self) -> bool:
@@ -233,6 +236,7 @@ class DeviceWorker:
                 log.exception("closing card writer %s", self.writer_uri)
 
     def _do_write(self, job: Job) -> None:
+        self._close_reader()
         if self.writer is None and not self._open_writer():
             job._finish("failed", reason="unavailable", error=self.writer_status.error)
             return
@@ -265,42 +269,68 @@ class DeviceWorker:
                 job._finish("done", result=written)
                 return
 
-    def _do_read(self, job: Job) -> None:
-        # one device open at a time: the writer makes way for the reader, then comes back
-        self._close_writer()
-        try:
-            reader = open_reader(self.reader_uri)
-            reader.open()
-        except DriverError as exc:
-            log.warning("staff reader %s: %s", self.reader_uri, exc)
-            job._finish("failed", reason="unavailable", error=str(exc))
-            return
-        self.reader = reader
-        job.state = "waiting"
-        deadline = time.monotonic() + job.timeout
-        try:
-            while True:
-                if job.cancel_event.is_set():
-                    job._finish("cancelled")
-                    return
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    job._finish("failed", reason="no-card", error="no card was presented")
-                    return
-                try:
-                    tap = reader.read(timeout=min(SLICE, remaining))
-                except ReaderError as exc:
-                    job._finish("failed", reason="failed", error=str(exc))
-                    return
-                if tap is not None:
-                    job._finish("done", result=tap)
-                    return
-        finally:
-            self.reader = None
+    def _close_reader(self) -> None:
+        reader, self.reader = self.reader, None
+        if reader is not None:
             try:
                 reader.close()
             except Exception:
                 log.exception("closing staff reader %s", self.reader_uri)
+
+    def _do_read(self, job: Job) -> None:
+        # one device open at a time: the writer makes way for the reader, which stays open
+        # for the next read (a staff card left on it is not read again as the old card)
+        # until a write brings the writer back
+        if self.reader is None:
+            self._close_writer()
+            try:
+                reader = open_reader(self.reader_uri)
+                reader.open()
+            except DriverError as exc:
+                log.warning("staff reader %s: %s", self.reader_uri, exc)
+                job._finish("failed", reason="unavailable", error=str(exc))
+                return
+            self.reader = reader
+        reader = self.reader
+        job.state = "waiting"
+        deadline = time.monotonic() + job.timeout
+        while True:
+            if job.cancel_event.is_set():
+                job._finish("cancelled")
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                job._finish("failed", reason="no-card", error="no card was presented")
+                return
+            try:
+                tap = reader.read(timeout=min(SLICE, remaining))
+            except ReaderError as exc:
+                if isinstance(exc, ReaderUnavailable):
+                    self._close_reader()
+                    job._finish("failed", reason="unavailable", error=str(exc))
+                else:
+                    job._finish("failed", reason="failed", error=str(exc))
+                return
+            if tap is not None:
+                if job.cancel_event.is_set() and self._hand_over(tap):
+                    job._finish("cancelled")
+                else:
+                    job._finish("done", result=tap)
+                return
+
+    def _hand_over(self, tap: Tap) -> bool:
+        """Give a tap that came as its job was cancelled to the read job queued after it.
+
+        The screen that cancelled it is waiting for a card too (the login page gave way to
+        the search page): the card was held to the reader for it, and will not be reported
+        again while it stays there.
+        """
+        with self._jobs.mutex:
+            queued = [job for job in self._jobs.queue if job is not None and job.active]
+        if queued and queued[0].kind == "read":
+            queued[0]._finish("done", result=tap)
+            return True
+        return False
 
 
 class _card_arrival:  # noqa: N801 - used as a context manager, reads as one

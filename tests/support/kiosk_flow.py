@@ -83,3 +83,30 @@ def cards_of(live_server, customer_id: str) -> list:
     with Session(live_server.app.extensions["loyalty.db"].main) as s:
         return list(s.scalars(select(Card).where(Card.customer_id == customer_id)
                               .order_by(Card.issued_at)))
+
+
+def cli(live_server, *args: str) -> str:
+    """Run ``flask --app server ARGS`` on the live service; its output."""
+    result = live_server.app.test_cli_runner().invoke(args=list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def new_kiosk_key(live_server) -> str:
+    """A kiosk device of its own (its staff lockout counts apart from the others')."""
+    out = cli(live_server, "devices", "add", "--store", "DEMO", "--role", "kiosk",
+              "--name", f"kiosk {uuid.uuid4().hex[:6]}")
+    return out.strip().splitlines()[-1]
+
+
+def add_staff(live_server, role: str = "desk", pin: str | None = "2468",
+              uid: str | None = None) -> str:
+    """A staff member with a kiosk PIN and maybe a staff card; their username."""
+    username = f"{role}{uuid.uuid4().hex[:6]}"
+    cli(live_server, "staff", "add", "--username", username, "--role", role, "--store", "DEMO",
+        "--password", "a-long-password-1")
+    if pin:
+        cli(live_server, "staff", "pin", username, "--pin", pin)
+    if uid:
+        cli(live_server, "staff", "card", username, "--uid", uid)
+    return username

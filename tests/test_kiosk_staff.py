@@ -1,0 +1,221 @@
+"""Staff mode on the kiosk: staff card or name and PIN, finding the customer by the old card
+or by code, reissuing; the old card is refused at the till at once, the new one works."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+
+from tests.support.escpos_capture import CapturePrinter
+from tests.support.escpos_parse import decode_qr_codes
+from tests.support.fixtures_devices import wait_until
+from tests.support.kiosk_flow import (
+    add_staff,
+    cards_of,
+    enrol,
+    issue_state,
+    new_kiosk_key,
+    poll,
+    post,
+    tap,
+)
+
+pytestmark = pytest.mark.hardware
+STAFF_UID = "04DEADBEEF0042"
+
+
+@pytest.fixture
+def kiosk(make_kiosk, live_server, tmp_path):
+    """``kiosk(printer=None, **config) -> (app, client)``: a kiosk device of its own."""
+    from kiosk_app import issuing
+
+    apps = []
+
+    def make(printer: str | None = None, **config):
+        config.setdefault("HEARTBEAT_INTERVAL", 0)
+        config.setdefault("WRITER", "sim:")
+        config.setdefault("DEVICE_KEY", new_kiosk_key(live_server))
+        app = make_kiosk(printer or f"file:{tmp_path / f'slip{len(apps)}.bin'}", **config)
+        apps.append(app)
+        return app, app.test_client()
+
+    yield make
+    for app in apps:
+        issuing.shutdown(app)
+
+
+def customer_with_card(live_server) -> tuple[dict, dict]:
+    """A customer enrolled at the demo kiosk with a printed card; ``(customer, card)``."""
+    customer = enrol(live_server, first_name="Aušra", last_name="Petrauskienė",
+                     phone="+370 612 34567")
+    r = requests.post(f"{live_server.url}/api/v1/customers/{customer['customer_id']}/cards",
+                      json={"event_id": customer["event_id"], "kind": "qr"}, timeout=10,
+                      headers={"Authorization": f"Bearer {live_server.creds['kiosk_key']}"})
+    assert r.status_code in (200, 201), r.text
+    return customer, r.json()
+
+
+def login(client, username: str, pin: str = "2468"):
+    page = client.get("/staff/").get_data(as_text=True)
+    return post(client, "/staff/login", page, username=username, pin=pin)
+
+
+def test_pin_login_find_by_code_reissue_lost_old_card_refused_new_card_works(live_server,
+                                                                              kiosk):
+    customer, old = customer_with_card(live_server)
+    assert tap(live_server, url=old["url"]).status_code == 200
+    desk = add_staff(live_server, "desk")
+    with CapturePrinter() as printer:
+        app, client = kiosk(printer.uri)
+
+        page = client.get("/staff/").get_data(as_text=True)
+        assert 'data-keyboard="digits"' in page and 'id="pin"' in page
+        r = post(client, "/staff/login", page, username=desk, pin="2468")
+        assert r.status_code == 302 and r.headers["Location"] == "/staff/find"
+        with client.session_transaction() as session:
+            token = session["staff"]["token"]
+        find = client.get("/staff/find").get_data(as_text=True)
+        assert desk in find and token not in find
+        for kind in ("code", "email", "phone"):
+            assert f'data-keyboard="{kind}"' in find
+
+        code = customer["customer_id"].lower().replace("-", "")  # as staff may type it
+        r = post(client, "/staff/find", find, code=code)
+        assert r.headers["Location"] == "/staff/customer"
+        who = client.get("/staff/customer").get_data(as_text=True)
+        assert "Aušra P." in who and customer["customer_id"] in who
+        assert "Petrauskienė" not in who  # the display name only
+        assert f'data-card-id="{old["card_id"]}" data-status="active"' in who
+
+        r = post(client, "/staff/reissue", who, reason="lost", choice="qr")
+        assert r.headers["Location"] == "/issue/"
+        client.get("/issue/")
+        poll(client)
+        (job,) = printer.wait_for_jobs(1)
+        done = client.get("/issue/done").get_data(as_text=True)
+
+    assert 'id="replaced"' in done and 'id="another-customer"' in done
+    r = tap(live_server, url=old["url"])
+    assert r.status_code == 410, r.text
+    assert r.json()["type"].endswith("/card-revoked") and r.json().get("replaced") is True
+    assert r.json().get("reason") == "lost"
+    (qr,) = decode_qr_codes(job)
+    record = tap(live_server, qr=qr)
+    assert record.status_code == 200 and record.json()["customer_id"] == customer["customer_id"]
+    assert record.json()["points"] >= customer.get("points", 0)  # the balance is kept
+    statuses = {c.id: c.status for c in cards_of(live_server, customer["customer_id"])}
+    assert statuses[old["card_id"]] == "revoked" and list(statuses.values()).count("active") == 1
+
+    # another customer: nothing of this one is shown again
+    find = client.get("/staff/find").get_data(as_text=True)
+    assert "Aušra" not in find and "/issue/" not in find
+    with client.session_transaction() as session:
+        assert "customer" not in session and "issue" not in session
+
+
+def test_staff_card_tap_logs_in_and_the_old_card_tap_finds_the_customer(live_server, kiosk,
+                                                                         pcscd, vcard):
+    customer, old = customer_with_card(live_server)
+    add_staff(live_server, "desk", pin=None, uid=STAFF_UID)
+    app, client = kiosk(STAFF_READER=f"pcsc:{pcscd.reader0}")
+
+    page = client.get("/staff/").get_data(as_text=True)
+    assert 'data-poll="/staff/read"' in page
+    vcard(bytes.fromhex(STAFF_UID), None)  # a staff card: a UID and nothing else
+    body = wait_until(lambda: (lambda b: b if b.get("next") else None)(
+        client.get("/staff/read").get_json()), 10, "the staff card tap")
+    assert body["next"] == "/staff/find"
+
+    client.get("/staff/find")  # waits for the old card on the same reader
+    from device_drivers.ndefmsg import uri_message
+
+    vcard(bytes.fromhex("04111111111111"), uri_message(old["url"]))
+    body = wait_until(lambda: (lambda b: b if b.get("next") else None)(
+        client.get("/staff/read").get_json()), 10, "the old card tap")
+    assert body["next"] == "/staff/customer"
+    who = client.get("/staff/customer").get_data(as_text=True)
+    assert customer["customer_id"] in who and 'id="card-read"' in who
+
+
+def test_scanned_old_card_and_nfc_reissue(live_server, kiosk):
+    customer, old = customer_with_card(live_server)
+    desk = add_staff(live_server, "desk")
+    app, client = kiosk()
+    login(client, desk)
+    find = client.get("/staff/find").get_data(as_text=True)
+
+    # a keyboard-wedge scanner types the QR text and Enter
+    r = post(client, "/staff/find", find, scan=old["url"].upper())
+    assert r.headers["Location"] == "/staff/customer"
+    who = client.get("/staff/customer").get_data(as_text=True)
+    post(client, "/staff/reissue", who, reason="damaged", choice="nfc")
+    client.get("/issue/")
+    poll(client)
+
+    nfc = issue_state(client)["nfc"]
+    (uid, url, _), = app.extensions["kiosk.devices"].writer.written
+    assert url == nfc["url"]
+    assert tap(live_server, url=old["url"]).json().get("reason") == "damaged"
+    assert tap(live_server, url=url).json()["customer_id"] == customer["customer_id"]
+
+
+def test_find_by_tapping_the_old_card_on_the_sim_reader(live_server, kiosk):
+    customer, old = customer_with_card(live_server)
+    desk = add_staff(live_server, "desk")
+    app, client = kiosk()
+    login(client, desk)
+    client.get("/staff/find")
+    devices = app.extensions["kiosk.devices"]
+    wait_until(lambda: devices.reader is not None, 5, "the staff reader")
+    devices.reader.present(uid="04AB12CD34EF56", url=old["url"])
+    body = wait_until(lambda: (lambda b: b if b.get("next") else None)(
+        client.get("/staff/read").get_json()), 5, "the old card tap")
+    assert body["next"] == "/staff/customer"
+    assert customer["customer_id"] in client.get("/staff/customer").get_data(as_text=True)
+
+
+def test_wrong_pin_then_lockout(live_server, kiosk):
+    desk = add_staff(live_server, "desk")
+    _, client = kiosk(WRITER="")
+
+    r = login(client, desk, pin="1111")
+    assert r.headers["Location"] == "/staff/"
+    page = client.get("/staff/").get_data(as_text=True)
+    assert "Wrong name or PIN" in page
+    for _ in range(4):
+        login(client, desk, pin="1111")
+    client.get("/staff/")  # the messages of the tries before
+    login(client, desk, pin="2468")  # the right PIN, too late
+    page = client.get("/staff/").get_data(as_text=True)
+    assert "Staff mode is locked for" in page
+    assert client.get("/staff/find").headers["Location"] == "/staff/"
+
+
+def test_cashier_is_refused_and_leaving_staff_mode_ends_it(live_server, kiosk):
+    cashier = add_staff(live_server, "cashier")
+    desk = add_staff(live_server, "desk")
+    _, client = kiosk(WRITER="")
+
+    login(client, cashier)
+    page = client.get("/staff/").get_data(as_text=True)
+    assert "Card replacement needs a desk, manager or admin account" in page
+    assert client.get("/staff/find").status_code == 302
+
+    login(client, desk)
+    find = client.get("/staff/find")
+    assert find.status_code == 200
+    r = post(client, "/staff/leave", find.get_data(as_text=True))
+    assert r.headers["Location"] == "/"
+    assert client.get("/staff/find").headers["Location"] == "/staff/"
+
+
+def test_an_expired_staff_session_asks_to_log_in_again(live_server, kiosk):
+    desk = add_staff(live_server, "desk")
+    _, client = kiosk(WRITER="")
+    login(client, desk)
+    with client.session_transaction() as session:
+        session["staff"]["expires"] = time.time() - 1
+    assert client.get("/staff/find").headers["Location"] == "/staff/"
+    assert "Your staff session has ended" in client.get("/staff/").get_data(as_text=True)
