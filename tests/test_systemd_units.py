@@ -308,12 +308,18 @@ def test_the_guide_sets_up_what_the_kiosk_units_need(units):
 
 
 def env_assignments(text: str) -> dict[str, str]:
-    """The ``LOYALTY_*=value`` lines of an environment file, unquoted as systemd does."""
+    """The ``LOYALTY_*=value`` lines of an environment file, unquoted as systemd does.
+
+    systemd keeps whatever follows a value (``KEY="x"  # note`` is ``x# note``): such lines
+    are refused here.
+    """
     found = {}
     for line in text.splitlines():
-        match = re.match(r"^(LOYALTY_\w+)=(.*?)\s*(?:#.*)?$", line.strip())
-        if match:
-            found[match.group(1)] = shlex.split(match.group(2))[0] if match.group(2) else ""
+        if not line.startswith("LOYALTY_"):
+            continue
+        match = re.fullmatch(r"(LOYALTY_\w+)=(\"[^\"]*\"|'[^']*'|[^\s\"'#]*)", line.rstrip())
+        assert match, f"systemd would not read this as meant: {line!r}"
+        found[match.group(1)] = shlex.split(match.group(2))[0] if match.group(2) else ""
     return found
 
 
