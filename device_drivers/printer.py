@@ -27,8 +27,8 @@ URI grammar (scheme and transport names are case-insensitive)::
                                                        ; the profile's media width
               | "qr=" ( "image" | "native" )           ; default image
               | "image=" ( "raster" | "graphics" | "column" )
-                                                       ; how an image QR is sent: GS v 0 (default),
-                                                       ; GS ( L, ESC *
+                                                       ; how images (logo, image QR) are sent:
+                                                       ; GS v 0 (default), GS ( L, ESC *
               | "timeout=" SECONDS                     ; net and serial, default 10 / 1
               | "status=" ( "0" | "1" )                ; ask DLE EOT 4 first, default 0
               | "baud=" RATE                           ; serial only, default 9600
@@ -122,7 +122,7 @@ class EscposSettings:
         width: the printable width in dots (``width=``, else the profile's media width).
         columns: characters a line holds in font A at that width.
         qr: ``image`` or ``native``.
-        image: ``raster``, ``graphics`` or ``column`` (how image QR codes are sent).
+        image: ``raster``, ``graphics`` or ``column`` (how the logo and image QR codes are sent).
         timeout: ``net``/``serial``: seconds.
         status: ask the paper status before printing.
         baud: ``serial``: the baud rate.
