@@ -9,8 +9,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.cli import add_device
+from server.loyalty.programme import default_programme
 from server.taps.models import Visit
 from tests.support.fixtures_server import assert_problem
+
+# every new customer starts with the default programme's welcome bonus
+WELCOME = default_programme().enrolment.welcome_points
 
 
 def _flags(app, card_id: str) -> list[tuple[str, dict]]:
@@ -98,8 +102,8 @@ def test_visit_points_of_an_offline_tap_count_when_it_happened(app, api):
     points per visit, at least 20 h apart), though the server gets them a second apart."""
     _, card = api.customer_with_card()
     yesterday = (datetime.now(UTC) - timedelta(hours=26)).isoformat()
-    assert api.tap(url=card["url"], tapped_at=yesterday).get_json()["points"] == 5
-    assert api.tap(url=card["url"]).get_json()["points"] == 10
+    assert api.tap(url=card["url"], tapped_at=yesterday).get_json()["points"] == WELCOME + 5
+    assert api.tap(url=card["url"]).get_json()["points"] == WELCOME + 10
     # a tap "from the future" is taken as now, and now is too soon after the last one
     tomorrow = (datetime.now(UTC) + timedelta(days=1)).isoformat()
-    assert api.tap(url=card["url"], tapped_at=tomorrow).get_json()["points"] == 10
+    assert api.tap(url=card["url"], tapped_at=tomorrow).get_json()["points"] == WELCOME + 10

@@ -21,7 +21,7 @@ from werkzeug.serving import make_server
 from server.customers.models import Customer
 from server.loyalty.models import PointsEntry, Purchase, Redemption, Refund
 from tests.support.fixtures_server import Api
-from tests.test_loyalty_api import ledger_invariant_problems
+from tests.test_loyalty_api import WELCOME, ledger_invariant_problems
 
 TIMEOUT = 30
 
@@ -105,10 +105,12 @@ def _slug(response: requests.Response) -> str:
 
 
 def _customer_with_points(api: Api, creds, points: int) -> str:
+    """A new customer whose balance is ``points``, their welcome bonus included."""
     enrolled = api.enrol()
     assert enrolled.status_code == 201, enrolled.get_json()
     customer_id = enrolled.get_json()["customer_id"]
-    adjusted = api.adjust(customer_id, points, creds.staff_auth("manager1"),
+    assert enrolled.get_json()["points"] == WELCOME < points
+    adjusted = api.adjust(customer_id, points - WELCOME, creds.staff_auth("manager1"),
                           reason="points for the race")
     assert adjusted.status_code == 201, adjusted.get_json()
     return customer_id
@@ -141,7 +143,7 @@ def test_concurrent_redemptions_never_overspend(app, api, creds, manager, server
     if not whole_and_half:
         assert statuses == {201: 4, 409: 8}
     assert min(seen, default=0) >= 0
-    assert _balance(app, customer_id) == (0, 0)
+    assert _balance(app, customer_id) == (0, 0)  # the welcome bonus was spent too
     with _main(app) as s:
         assert s.scalar(select(func.count()).select_from(Redemption)) == statuses[201]
         assert s.scalar(select(func.count()).select_from(PointsEntry)
@@ -163,9 +165,10 @@ def test_one_purchase_posted_by_eight_threads_earns_once(app, api, creds, server
         {(fresh[0].json()["purchase_id"], 160)}
     with _main(app) as s:
         assert s.scalar(select(func.count()).select_from(Purchase)) == 1
-        assert s.scalars(select(PointsEntry.delta)
-                         .where(PointsEntry.customer_id == customer_id)).all() == [160]
-    assert _balance(app, customer_id) == (160, 160)
+        assert s.execute(select(PointsEntry.kind, PointsEntry.delta)
+                         .where(PointsEntry.customer_id == customer_id)
+                         .order_by(PointsEntry.id)).all() == [("welcome", WELCOME), ("earn", 160)]
+    assert _balance(app, customer_id) == (WELCOME + 160, WELCOME + 160)
 
 
 def test_one_purchase_returned_at_eight_tills_at_once_reverses_once(app, api, creds,
@@ -176,7 +179,7 @@ def test_one_purchase_returned_at_eight_tills_at_once_reverses_once(app, api, cr
                            Api.line("SHOE-1", 1, "50.00", category="shoes")],
                           customer_id=customer_id)
     assert bought.status_code == 201
-    assert bought.get_json()["balance"] == 129
+    assert bought.get_json()["balance"] == WELCOME + 129
     purchase_id = bought.get_json()["purchase_id"]
     # the whole purchase returned at 8 tills at the same instant, each with its own id
     bodies = [("/api/v1/refunds", {"event_id": str(uuid.uuid4()), "purchase_id": purchase_id},
@@ -188,7 +191,7 @@ def test_one_purchase_returned_at_eight_tills_at_once_reverses_once(app, api, cr
     assert statuses == {201: 1, 409: 7}, [(r.status_code, r.text) for r in responses]
     assert {_slug(r) for r in responses if r.status_code == 409} == {"already-refunded"}
     assert min(seen, default=0) >= 0
-    assert _balance(app, customer_id) == (0, 0)
+    assert _balance(app, customer_id) == (WELCOME, WELCOME)  # the welcome bonus stays
     with _main(app) as s:
         assert s.scalar(select(func.count()).select_from(Refund)) == 1
         debt = s.scalar(select(Customer.points_debt).where(Customer.id == customer_id))
@@ -208,7 +211,7 @@ def test_a_card_tapped_on_eight_readers_at_once_counts_one_visit(app, api, creds
         visits = s.scalars(select(PointsEntry.delta).where(
             PointsEntry.customer_id == customer_id, PointsEntry.kind == "visit")).all()
     assert visits == [5]  # the default programme's visit points, once (min_gap_hours = 20)
-    assert _balance(app, customer_id) == (5, 5)
+    assert _balance(app, customer_id) == (WELCOME + 5, WELCOME + 5)
 
 
 def test_a_return_racing_redemptions_is_never_refused(app, api, creds, server_url):
@@ -217,7 +220,7 @@ def test_a_return_racing_redemptions_is_never_refused(app, api, creds, server_ur
     for _ in range(6):
         customer_id = api.enrol().get_json()["customer_id"]
         bought = api.purchase([Api.line("TV-1", 1, "200.00")], customer_id=customer_id)
-        assert bought.get_json()["balance"] == 200
+        assert bought.get_json()["balance"] == WELCOME + 200
         bodies = [("/api/v1/refunds", {"event_id": str(uuid.uuid4()),
                                        "purchase_id": bought.get_json()["purchase_id"]},
                    creds.h("till"))]
@@ -235,10 +238,14 @@ def test_a_return_racing_redemptions_is_never_refused(app, api, creds, server_ur
             {"insufficient-points"}
         spent = [r for r in redemptions if r.status_code == 201]
         assert len(spent) <= 1
-        assert (refund.json()["points_reversed"], refund.json()["points_owed"]) == \
-            (200, 150 * len(spent))
+        # a coffee (150) bought first leaves WELCOME + 50 (the welcome bonus is spent like
+        # any points): the return takes those and owes the rest of its 200; a return first
+        # leaves the welcome bonus, too few points for a coffee
+        owed = 150 - WELCOME if spent else 0
+        assert (refund.json()["points_reversed"], refund.json()["points_owed"]) == (200, owed)
         assert min(seen, default=0) >= 0
-        assert _balance(app, customer_id) == (0, 0)
+        balance = 0 if spent else WELCOME
+        assert _balance(app, customer_id) == (balance, balance)
         with _main(app) as s:
             debt = s.scalar(select(Customer.points_debt).where(Customer.id == customer_id))
-        assert debt == 150 * len(spent)
+        assert debt == owed

@@ -16,7 +16,7 @@ from server.privacy.models import Consent
 from server.stores.models import Store
 from server.vault.service import read_personal_data
 from tests.support.fixtures_server import Api
-from tests.test_loyalty_api import SMALL, ledger_invariant_problems
+from tests.test_loyalty_api import SMALL, WELCOME, ledger_invariant_problems
 
 line = Api.line
 
@@ -66,18 +66,19 @@ def _expired(app, customer_id: str) -> list[int]:
 def test_points_expire_oldest_first_and_twice_is_harmless(app, api):
     now = datetime.now(UTC)
     # the default programme expires points 24 months after they were earned: points of a
-    # purchase paid 760 days ago expired about a month ago, those of today in 2 years
+    # purchase paid 760 days ago expired about a month ago, those of today in 2 years; so do
+    # the welcome points each customer got today, so they are the newest lot here
     long_ago = now - timedelta(days=760)
     old, spender, fresh = _enrolled(api), _enrolled(api), _enrolled(api)
 
     first = _buy(api, old, "300.00", long_ago)
     _buy(api, old, "100.00", now)
     assert api.redeem("COFFEE", customer_id=old).status_code == 201   # 150 of the oldest
-    assert _balance(app, old) == 250
+    assert _balance(app, old) == WELCOME + 250
     # a customer who spent most of their old points before they expired
     _buy(api, spender, "200.00", long_ago)
     assert api.redeem("COFFEE", customer_id=spender).status_code == 201
-    assert _balance(app, spender) == 50
+    assert _balance(app, spender) == WELCOME + 50
     _buy(api, fresh, "80.00", now)
     with _main(app) as s:
         expires = s.scalar(select(PointsEntry.expires_at)
@@ -87,30 +88,32 @@ def test_points_expire_oldest_first_and_twice_is_harmless(app, api):
     result = _cli(app, "points", "expire")
     assert result.exit_code == 0, result.output
     assert "200 points expired for 2 customers" in result.output
-    # the old purchase's 300 less the 150 spent from them; the 100 of today stay
-    assert (_balance(app, old), _expired(app, old)) == (100, [-150])
+    # the old purchase's 300 less the 150 spent from them; the 100 of today and the welcome
+    # points stay
+    assert (_balance(app, old), _expired(app, old)) == (WELCOME + 100, [-150])
     # only what was left of the spent points expires, never the spent ones again
-    assert (_balance(app, spender), _expired(app, spender)) == (0, [-50])
-    assert (_balance(app, fresh), _expired(app, fresh)) == (80, [])
+    assert (_balance(app, spender), _expired(app, spender)) == (WELCOME, [-50])
+    assert (_balance(app, fresh), _expired(app, fresh)) == (WELCOME + 80, [])
 
     again = _cli(app, "points", "expire")
     assert again.exit_code == 0, again.output
     assert "0 points expired for 0 customers" in again.output
-    assert (_balance(app, old), _balance(app, spender), _balance(app, fresh)) == (100, 0, 80)
+    assert (_balance(app, old), _balance(app, spender), _balance(app, fresh)) == \
+        (WELCOME + 100, WELCOME, WELCOME + 80)
 
-    # the points of today, once their time has come, expire too; the earlier expiry and the
-    # redemption are not counted twice
+    # the points of today, earned and welcome, once their time has come, expire too; the
+    # earlier expiry and the redemption are not counted twice
     with _main(app) as s:
         s.execute(update(PointsEntry).where(PointsEntry.customer_id == old,
-                                            PointsEntry.kind == "earn",
+                                            PointsEntry.kind.in_(("earn", "welcome")),
                                             PointsEntry.expires_at > now)
                   .values(expires_at=now - timedelta(minutes=1)))
         s.commit()
     result = _cli(app, "points", "expire")
-    assert "100 points expired for 1 customers" in result.output
-    assert (_balance(app, old), _expired(app, old)) == (0, [-150, -100])
+    assert f"{WELCOME + 100} points expired for 1 customers" in result.output
+    assert (_balance(app, old), _expired(app, old)) == (0, [-150, -(WELCOME + 100)])
     assert "0 points expired" in _cli(app, "points", "expire").output
-    assert _balance(app, fresh) == 80
+    assert _balance(app, fresh) == WELCOME + 80
 
 
 # --------------------------------------------------------------------------- import
@@ -230,8 +233,10 @@ def test_a_return_of_new_points_does_not_keep_old_points_alive(app, api):
     returned = api.refund(purchase_id=today["purchase_id"])
     assert returned.status_code == 201, returned.get_json()
     assert returned.get_json()["points_reversed"] == 100
-    assert _balance(app, customer_id) == 100      # the old purchase's points, past their date
+    # the old purchase's points, past their date, and the welcome points of today
+    assert _balance(app, customer_id) == WELCOME + 100
 
     result = _cli(app, "points", "expire")
     assert result.exit_code == 0, result.output
-    assert (_balance(app, customer_id), _expired(app, customer_id)) == (0, [-100])
+    # the old 100 expire, the welcome points (not due for 2 years) stay
+    assert (_balance(app, customer_id), _expired(app, customer_id)) == (WELCOME, [-100])
