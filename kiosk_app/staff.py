@@ -5,7 +5,8 @@ A staff member opens it with a staff card tap or their name and PIN (``POST
 ``X-Staff-Authorization: Session <token>``. They find the customer by the old card (tapped on
 the reader, or scanned by a keyboard-wedge scanner) or by code, email or phone, check who it
 is, pick a reason and the new card, and hand over to the issuing pages with ``replace``: the
-old cards are refused at every till at once. "Leave staff mode" and the idle reset end it.
+old cards are refused at every till at once. "Leave staff mode" is the kiosk's reset (as the
+idle timeout): the session, the staff token with it, is wiped.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from flask_babel import ngettext
 
 from device_drivers.base import Tap
 from device_drivers.forwarder import ServerProblem, ServerUnavailable
-from kiosk_app import issuing
 
 log = logging.getLogger(__name__)
 bp = Blueprint("staff", __name__, url_prefix="/staff")
@@ -322,14 +322,3 @@ def _first_name(found: dict[str, Any]) -> str:
     name = (found.get("display_name") or "").strip()
     head, _sep, tail = name.rpartition(" ")
     return head if head and len(tail) <= 3 and tail.endswith(".") else name
-
-
-@bp.post("/leave")
-def leave():
-    """Leave staff mode: the same as the idle reset."""
-    issuing.on_reset()
-    lang = session.get("lang")
-    session.clear()
-    if lang:
-        session["lang"] = lang
-    return redirect(url_for("kiosk.start"))

@@ -206,7 +206,8 @@ def test_cashier_is_refused_and_leaving_staff_mode_ends_it(live_server, kiosk):
     login(client, desk)
     find = client.get("/staff/find")
     assert find.status_code == 200
-    r = post(client, "/staff/leave", find.get_data(as_text=True))
+    assert 'action="/reset"' in find.get_data(as_text=True)  # "Leave staff mode"
+    r = post(client, "/reset", find.get_data(as_text=True))
     assert r.headers["Location"] == "/"
     assert client.get("/staff/find").headers["Location"] == "/staff/"
 
