@@ -156,7 +156,8 @@ def login():
 def read_status():
     """Polled by the login and find pages: a card tapped on the staff reader, used at once."""
     read = session.get("staff_read") or {}
-    purpose = read.get("purpose")
+    # the page says what it waits for: a read given up meanwhile (a form sent) starts again
+    purpose = read.get("purpose") or request.args.get("purpose")
     job = _devices().job(read.get("job"))
     if purpose not in ("login", "find") or (purpose == "find" and not _staff()):
         return jsonify(state="gone", next=url_for("staff.start"))

@@ -352,3 +352,55 @@ def test_the_writing_phase_is_seen_when_the_writer_finds_a_card(pcscd, vcard):
         writer.write("https://shop.example/c/X", timeout=3)
     assert seen == [0]
     assert "_wait_for_card" not in vars(writer._reader)  # the instance is left as it was
+
+
+# -- in Chromium -----------------------------------------------------------------------------
+
+
+@pytest.mark.browser
+def test_progress_page_in_chromium_goes_to_done_by_itself(live_server, kiosk, browser):
+    from tests.support.fixtures_devices import serve
+    from tests.support.kiosk_flow import browser_page
+    from tests.test_e2e_browser import CONTRAST, DOCS_SCREENS, TARGETS
+
+    # the writer finds no card for a few slices, then one: the page must follow on its own
+    app, client = kiosk(WRITER="sim:fail=no-card,no-card,no-card,no-card", IDLE_TIMEOUT=120)
+    hand_over(client, enrol(live_server, first_name="Élodie"), "nfc")
+    with client.session_transaction() as session:
+        session["lang"] = "en"
+    with serve(app) as url:
+        page = browser_page(browser, url, client)
+        page.goto(url + "/issue/")
+        page.wait_for_selector("[data-panel=nfc-waiting]:not([hidden])")
+        assert page.evaluate(CONTRAST) == []
+        page.screenshot(path=DOCS_SCREENS / "kiosk-issuing-hold-800x480.png")
+        page.wait_for_url("**/issue/done", timeout=10000)
+        page.wait_for_selector("#welcome")
+        assert "Élodie" in page.inner_text("#welcome")
+        assert page.evaluate(CONTRAST) == []
+        found = page.evaluate(TARGETS)
+        assert all(t["h"] >= 48 for t in found["targets"] if "<button" in t["html"]), found
+        assert found["scrollW"] <= 800
+        page.screenshot(path=DOCS_SCREENS / "kiosk-issuing-done-800x480.png")
+        page.context.close()
+
+
+@pytest.mark.browser
+def test_failure_screens_in_chromium(live_server, kiosk, browser):
+    from tests.support.fixtures_devices import serve
+    from tests.support.kiosk_flow import browser_page
+    from tests.test_e2e_browser import CONTRAST, DOCS_SCREENS
+
+    app, client = kiosk(WRITER="sim:fail=too-small", IDLE_TIMEOUT=120)
+    hand_over(client, enrol(live_server), "both")
+    with client.session_transaction() as session:
+        session["lang"] = "en"
+    with serve(app) as url:
+        page = browser_page(browser, url, client)
+        page.goto(url + "/issue/")
+        page.wait_for_selector("#another-card", timeout=10000)  # the page reloaded by itself
+        assert page.evaluate(CONTRAST) == []
+        page.screenshot(path=DOCS_SCREENS / "kiosk-issuing-too-small-800x480.png")
+        page.click("#another-card")
+        page.wait_for_url("**/issue/done", timeout=10000)
+        page.context.close()

@@ -122,7 +122,7 @@ def test_staff_card_tap_logs_in_and_the_old_card_tap_finds_the_customer(live_ser
     app, client = kiosk(STAFF_READER=f"pcsc:{pcscd.reader0}")
 
     page = client.get("/staff/").get_data(as_text=True)
-    assert 'data-poll="/staff/read"' in page
+    assert 'data-poll="/staff/read?purpose=login"' in page
     vcard(bytes.fromhex(STAFF_UID), None)  # a staff card: a UID and nothing else
     body = wait_until(lambda: (lambda b: b if b.get("next") else None)(
         client.get("/staff/read").get_json()), 10, "the staff card tap")
@@ -220,3 +220,37 @@ def test_an_expired_staff_session_asks_to_log_in_again(live_server, kiosk):
         session["staff"]["expires"] = time.time() - 1
     assert client.get("/staff/find").headers["Location"] == "/staff/"
     assert "Your staff session has ended" in client.get("/staff/").get_data(as_text=True)
+
+
+@pytest.mark.browser
+def test_staff_screens_in_chromium(live_server, kiosk, browser):
+    from tests.support.fixtures_devices import serve
+    from tests.support.kiosk_flow import browser_page
+    from tests.test_e2e_browser import CONTRAST, DOCS_SCREENS, TARGETS
+
+    customer, _old = customer_with_card(live_server)
+    desk = add_staff(live_server, "desk")
+    app, client = kiosk(IDLE_TIMEOUT=120)
+    with client.session_transaction() as session:
+        session["lang"] = "en"
+    with serve(app) as url:
+        page = browser_page(browser, url, client)
+        page.goto(url + "/staff/")
+        page.wait_for_selector("#pin-form")
+        assert page.evaluate(CONTRAST) == []
+        page.screenshot(path=DOCS_SCREENS / "kiosk-staff-login-800x480.png")
+        page.fill("#username", desk)
+        page.fill("#pin", "2468")
+        page.click("#login")
+        page.wait_for_url("**/staff/find")
+        page.screenshot(path=DOCS_SCREENS / "kiosk-staff-find-800x480.png")
+        page.fill("#code", customer["customer_id"])
+        page.click("#search")
+        page.wait_for_url("**/staff/customer")
+        assert customer["customer_id"] in page.inner_text("#customer")
+        assert page.evaluate(CONTRAST) == []
+        found = page.evaluate(TARGETS)
+        assert all(t["h"] >= 48 for t in found["targets"] if "<button" in t["html"]), found
+        assert found["scrollW"] <= 800
+        page.screenshot(path=DOCS_SCREENS / "kiosk-staff-customer-800x480.png", full_page=True)
+        page.context.close()

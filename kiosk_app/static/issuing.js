@@ -3,6 +3,11 @@
 "use strict";
 (function () {
   const idle = () => window.kioskIdle || {pause() {}, resume() {}};
+  // a form sent (PIN, search, try again) leads the way: a poll answering late must not
+  // take the browser elsewhere
+  let leaving = false;
+  document.addEventListener("submit", () => { leaving = true; }, true);
+  window.addEventListener("pagehide", () => { leaving = true; });
 
   // -- a page that polls: [data-poll] holds the URL, [data-panel] the panels per state
   function poll(root) {
@@ -34,10 +39,12 @@
     };
     if (pauses) idle().pause();
     const tick = () => {
+      if (leaving) return;
       fetch(url, {headers: {"Accept": "application/json"}, credentials: "same-origin",
                   cache: "no-store"})
         .then((r) => r.json())
         .then((body) => {
+          if (leaving) return;
           failures = 0;
           if (body.next) {
             const done = body.state === "done";

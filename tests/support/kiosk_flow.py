@@ -110,3 +110,16 @@ def add_staff(live_server, role: str = "desk", pin: str | None = "2468",
     if uid:
         cli(live_server, "staff", "card", username, "--uid", uid)
     return username
+
+
+def browser_page(browser, base_url: str, client, size: tuple[int, int] = (800, 480)):
+    """A Chromium page that shares the Flask test ``client``'s kiosk session."""
+    from kiosk_app.memory_session import COOKIE
+
+    client.get("/healthz")
+    context = browser.new_context(viewport={"width": size[0], "height": size[1]},
+                                  has_touch=True)
+    cookie = client.get_cookie(COOKIE)
+    if cookie is not None:
+        context.add_cookies([{"name": COOKIE, "value": cookie.value, "url": base_url}])
+    return context.new_page()
