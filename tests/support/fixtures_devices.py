@@ -60,8 +60,10 @@ def make_kiosk(live_server, tmp_path):
         return app
 
     yield make
+    from kiosk_app.issuing import shutdown
+
     for app in apps:
-        app.extensions["kiosk.printer"].stop()
+        shutdown(app)  # the NFC device, the heartbeat and the printer thread
 
 
 @pytest.fixture
