@@ -12,7 +12,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, request, session
+from flask import Flask, session
 from flask_babel import Babel
 from flask_wtf.csrf import CSRFProtect
 
@@ -62,8 +62,9 @@ def _locale() -> str:
     lang = session.get("lang")
     if lang in LANGUAGES:
         return lang
-    return request.accept_languages.best_match(list(LANGUAGES)) or \
-        current_app.config["DEFAULT_LANGUAGE"]
+    # the browser's Accept-Language is the kiosk machine's, not the customer's: each new
+    # customer starts in the shop's language
+    return current_app.config["DEFAULT_LANGUAGE"]
 
 
 def _secret_key(instance: Path) -> str:

@@ -226,7 +226,12 @@
   function fit() {
     // room for the keyboard under the page, and the field in view above it
     document.body.style.setProperty("padding-bottom", kb.offsetHeight + "px");
-    if (target) target.scrollIntoView({block: "center", inline: "nearest"});
+    if (!target) return;
+    const room = window.innerHeight - kb.offsetHeight;
+    const box = target.getBoundingClientRect();
+    // the field in the middle of what the keyboard leaves visible (its label too, if it fits)
+    const want = Math.max(Math.min(40, room - box.height), (room - box.height) / 2);
+    window.scrollBy(0, box.top - want);
   }
 
   function show(input) {

@@ -110,6 +110,15 @@
   }
   if (keepOn) keepOn.addEventListener("click", onActivity);
 
+  // an error said about a field goes away once the customer corrects it
+  document.addEventListener("input", (e) => {
+    const field = e.target.closest && e.target.closest(".field.invalid");
+    if (!field) return;
+    field.classList.remove("invalid");
+    e.target.removeAttribute("aria-invalid");
+    for (const p of field.querySelectorAll(".error-text")) p.hidden = true;
+  });
+
   // a page brought back from the back/forward cache would show what it showed then
   window.addEventListener("pageshow", (event) => {
     if (event.persisted) window.location.reload();
