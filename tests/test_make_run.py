@@ -60,16 +60,42 @@ def system(tmp_path):
         log.close()
 
 
+KIOSK = "http://127.0.0.1:8080"
+CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
+
+
+def walk_the_kiosk(kiosk: requests.Session) -> str:
+    """A customer through every step, as the touch screen posts them; the done page."""
+    page = kiosk.get(f"{KIOSK}/?lang=en", timeout=5).text
+
+    def post(path: str, **data: str) -> str:
+        nonlocal page
+        r = kiosk.post(f"{KIOSK}{path}", timeout=20,
+                       data={"csrf_token": CSRF.search(page).group(1), **data})
+        assert r.status_code == 200, (path, r.status_code, r.text)
+        page = r.text
+        return page
+
+    post("/begin")
+    post("/language", lang="en")
+    post("/details", nav="next", first_name="Oniutė", last_name="Petraitytė",
+         phone="+370 612 34567", email="Oniute.Petraityte@Example.LT")
+    post("/consents", nav="next", terms="y")
+    post("/survey/1", nav="skip")
+    post("/card", nav="next", choice="both")  # the demo's sim: writer "writes" at once
+    wait_until(lambda: kiosk.get(f"{KIOSK}/issue/status", timeout=5).json()["state"] == "done",
+               timeout=30, what="the cards to be made")
+    return kiosk.get(f"{KIOSK}/issue/done", timeout=5).text
+
+
 def test_make_run_goes_round_and_stops_on_ctrl_c(system):
     proc, instance, output = system
     kiosk = requests.Session()
-    html = kiosk.get("http://127.0.0.1:8080/?lang=en", timeout=5).text
-    form = {name: re.search(rf'name="{name}"[^>]*value="([^"]+)"', html).group(1)
-            for name in ("csrf_token", "event_id")}
-    done = kiosk.post("http://127.0.0.1:8080/enrol", timeout=20, data={
-        **form, "first_name": "Oniutė", "last_name": "Petraitytė", "phone": "+370 612 34567",
-        "email": "Oniute.Petraityte@Example.LT", "terms": "y"}).text
-    assert 'data-outcome="printed"' in done, done
+    done = walk_the_kiosk(kiosk)
+    assert "Oniutė" in done, done
+    # both cards made, and the programme's welcome bonus said
+    assert 'data-made="nfc"' in done and 'data-made="qr"' in done
+    assert 'id="welcome-bonus"' in done
     card_url = re.search(r'id="card-url">([^<]+)', done).group(1)
     code = re.search(r'id="customer-code">([^<]+)', done).group(1)
 
