@@ -41,6 +41,10 @@ STEP_LABELS = {"language": _l("Language"), "details": _l("Your details"),
                "card": _l("Your card")}
 # endpoints that neither count as a customer's activity nor need a session
 PASSIVE = {"static", "kiosk.healthz"}
+# polled by the progress and staff pages every few hundred ms: subject to the idle timeout,
+# but not a touch (a page left alone must still start over; kiosk.js pings /alive while a
+# card is being written)
+POLLS = {"issuing.status", "staff.read_status"}
 
 
 def _client():
@@ -83,7 +87,8 @@ def _expire_when_idle():
     if timeout > 0 and seen is not None and now - seen > timeout:
         log.info("idle for %.0f s: the session is wiped", now - seen)
         _start_over(keep_language=False)
-    session["_seen"] = now
+    if request.endpoint not in POLLS or seen is None:
+        session["_seen"] = now
 
 
 @bp.app_errorhandler(CSRFError)

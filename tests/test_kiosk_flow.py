@@ -390,6 +390,23 @@ def test_idle_session_is_wiped_on_the_server(tmp_path):
     assert "Jūratė" not in walk.page
 
 
+def test_a_page_that_only_polls_does_not_keep_the_session_alive(tmp_path):
+    from tests.support.kiosk_flow import hand_over
+
+    client = make(tmp_path, IDLE_TIMEOUT=1).test_client()
+    client.get("/")
+    hand_over(client, {"customer_id": "C-7F3K-9Q2M", "first_name": "Jūratė",
+                       "event_id": "6f1c8a52-4d0e-4a4e-9a57-3f1d2b7c8e90"}, "qr")
+    assert client.get("/issue/status").get_json()["state"] != "gone"
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:  # what issuing.js does, with nobody touching
+        client.get("/issue/status")
+        time.sleep(0.2)
+    assert client.get("/issue/status").get_json()["state"] == "gone"
+    with client.session_transaction() as s:
+        assert "customer" not in s and "issue" not in s
+
+
 def test_reset_calls_issuing_first_then_wipes(walk, monkeypatch):
     import kiosk_app.issuing
 
