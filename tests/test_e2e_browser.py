@@ -8,10 +8,8 @@ overlay and reset are watched with a short IDLE_TIMEOUT.
 
 from __future__ import annotations
 
-import io
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -20,11 +18,17 @@ from sqlalchemy.orm import Session
 from device_drivers.forwarder import ServiceClient
 from tests.support.escpos_capture import CapturePrinter
 from tests.support.fixtures_devices import serve
+from tests.support.kiosk_flow import add_staff
+from tests.support.kiosk_screens import (
+    CONTRAST,
+    SIZES,
+    TARGETS,
+    check_keyboard,
+    check_now,
+    save,
+)
 
 pytestmark = pytest.mark.browser
-
-DOCS_SCREENS = Path(__file__).resolve().parents[1] / "docs" / "screens"
-SIZES = [(800, 480), (1280, 800), (1920, 1080)]
 
 # what each language's pages say (translated strings only; new ones are checked in English)
 TEXTS = {
@@ -39,66 +43,16 @@ TEXTS = {
            "down": "We cannot reach the loyalty service right now."},
 }
 
-# every text at least 4.5:1 on what is behind it (3:1 for large text), WCAG 2 AA
-CONTRAST = """() => {
-  const parse = (c) => { const m = c.match(/rgba?\\(([^)]+)\\)/); if (!m) return null;
-    const p = m[1].split(",").map(Number);
-    return {r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1}; };
-  const lum = ({r, g, b}) => { const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92
-    : Math.pow((v + 0.055) / 1.055, 2.4); };
-    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b); };
-  const behind = (el) => { for (; el; el = el.parentElement) {
-    const c = parse(getComputedStyle(el).backgroundColor); if (c && c.a > 0.5) return c; }
-    return {r: 255, g: 255, b: 255, a: 1}; };
-  const bad = [];
-  const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
-  while (walk.nextNode()) {
-    const node = walk.currentNode, el = node.parentElement;
-    if (!node.textContent.trim() || !el.getClientRects().length) continue;
-    if (el.closest("[hidden]")) continue;
-    const cs = getComputedStyle(el);
-    if (cs.visibility === "hidden") continue;
-    const a = lum(parse(cs.color)), b = lum(behind(el));
-    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
-    const size = parseFloat(cs.fontSize), bold = Number(cs.fontWeight) >= 700;
-    const large = size >= 24 || (bold && size >= 18.66);
-    if (ratio < (large ? 3 : 4.5)) {
-      bad.push([node.textContent.trim().slice(0, 40), ratio.toFixed(2)]);
-    }
-  }
-  return bad;
-}"""
-
-# every visible touch target: its box, and whether the page needs scrolling
-TARGETS = """() => {
-  const out = [];
-  const inputs = "input:not([type=hidden]):not([type=checkbox]):not([type=radio])";
-  for (const el of document.querySelectorAll(`button, a, ${inputs}, label.check, label.choice`)) {
-    if (!el.getClientRects().length || el.closest("[hidden]")) continue;
-    const r = el.getBoundingClientRect();
-    out.push({html: el.outerHTML.slice(0, 120), w: r.width, h: r.height, right: r.right});
-  }
-  return {targets: out, scrollW: document.documentElement.scrollWidth,
-          scrollH: document.documentElement.scrollHeight};
-}"""
-
-
-def save(page, name: str) -> None:
-    """A small PNG of the screen (a 64-colour palette keeps the repository light)."""
-    from PIL import Image
-
-    DOCS_SCREENS.mkdir(parents=True, exist_ok=True)
-    image = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
-    image.quantize(colors=64, method=Image.Quantize.MEDIANCUT).save(
-        DOCS_SCREENS / f"{name}.png", optimize=True)
+# a writer that finds no card for 2 s: the "hold your card" screen is seen before it is written
+WAITING_WRITER = "sim:fail=no-card,no-card,no-card,no-card"
 
 
 @pytest.fixture
 def kiosk(make_kiosk):
     """The kiosk app serving over HTTP, its printer capturing what it prints."""
     with CapturePrinter() as printer:
-        app = make_kiosk(printer.uri, IDLE_TIMEOUT=120, WRITER="sim:",
-                         HEARTBEAT_INTERVAL=0.0)
+        app = make_kiosk(printer.uri, IDLE_TIMEOUT=120, WRITER=WAITING_WRITER,
+                         STAFF_READER="sim:", HEARTBEAT_INTERVAL=0.0)
         with serve(app) as url:
             yield app, url
 
@@ -166,6 +120,12 @@ def test_whole_flow_on_the_touch_screen(kiosk, context, live_server, lang):
     shot = iter(range(1, 100))
 
     def step(name: str) -> None:
+        # each language's words at 800x480: no scrolling (the keyboard's own rules while it
+        # is up), 48 px targets, AA contrast
+        if keyboard(page).count():
+            check_keyboard(page, f"{lang} {name}")
+        else:
+            check_now(page, f"{lang} {name}")
         save(page, f"kiosk-{lang}-{next(shot):02d}-{name}")
 
     # welcome: the language buttons switch the screen; the big button starts
@@ -243,9 +203,9 @@ def test_whole_flow_on_the_touch_screen(kiosk, context, live_server, lang):
     with page.expect_navigation(url=f"{url}/card"):
         page.locator("#next").tap()
 
-    # the card: choose, a PIN on the PIN pad
+    # the card: choose both, a PIN on the PIN pad
     assert page.locator('input[name="choice"]').count() == 3
-    page.locator('label.choice:has(input[value="qr"])').tap()
+    page.locator('label.choice:has(input[value="both"])').tap()
     page.locator("#pin").tap()
     tap_keys(page, "2580")
     assert page.locator("#pin").input_value() == "2580"
@@ -262,14 +222,24 @@ def test_whole_flow_on_the_touch_screen(kiosk, context, live_server, lang):
     assert banner.get_attribute("data-error") == "server-down"
     if text["down"]:
         assert text["down"] in banner.inner_text()
-    assert page.locator('input[value="qr"]').is_checked()
+    assert page.locator('input[value="both"]').is_checked()
     assert page.locator("#pin").input_value() == "2580"
     step("server-down")
     app.extensions["kiosk.client"] = real
     with page.expect_navigation(url=f"{url}/issue/**"):
         page.locator("#next").tap()  # now labelled "Try again"
-    assert not errors, errors
 
+    # issuing: hold the card (the writer finds none for 2 s), then it is printed too
+    page.wait_for_selector("[data-panel=nfc-waiting]:not([hidden])")
+    assert page.locator('[data-part="nfc"]').get_attribute("class") == "current"
+    step("issuing")
+    page.wait_for_url(f"{url}/issue/done", timeout=10000)
+    assert page.locator('[data-made="nfc"]').is_visible()
+    assert page.locator('[data-made="qr"]').is_visible()
+    assert page.locator("#welcome-bonus").is_visible()  # the welcome gift, in points
+    assert "Šarūnė" in page.inner_text("#welcome")
+    step("done")
+    assert not errors, errors
 
     # the service has the customer, with the PIN and the survey
     (customer_id,) = [s["customer"]["id"] for s in app.session_interface.sessions.values()
@@ -278,6 +248,29 @@ def test_whole_flow_on_the_touch_screen(kiosk, context, live_server, lang):
     assert customer.language == lang and customer.pin_hash
     assert answers == {"_survey": "default-2026", "interests": "shoes,gifts",
                        "planned_purchase": "furniture"}
+
+    # Finish: back to the start in the same language; then staff mode finds the customer
+    with page.expect_navigation(url=f"{url}/"):
+        page.locator("#finish").tap()
+    assert page.locator("html").get_attribute("lang") == lang
+    desk = add_staff(live_server, "desk")
+    page.goto(f"{url}/staff/")
+    page.wait_for_selector("#tap-box [data-panel=waiting]")
+    save(page, f"kiosk-{lang}-staff-login")
+    check_now(page, f"{lang} staff login")
+    page.locator("#username").fill(desk)
+    page.locator("#pin").fill("2468")
+    with page.expect_navigation(url=f"{url}/staff/find"):
+        page.locator("#login").tap()
+    check_now(page, f"{lang} staff find")
+    save(page, f"kiosk-{lang}-staff-find")
+    page.locator("#code").fill(customer_id)
+    with page.expect_navigation(url=f"{url}/staff/customer"):
+        page.locator("#search").tap()
+    assert page.locator("#cards tbody tr").count() == 2  # the NFC card and the printed one
+    check_now(page, f"{lang} staff customer")
+    save(page, f"kiosk-{lang}-staff-customer")
+    assert not errors, errors
 
 
 def _walk_to_each_step(page, url: str):

@@ -89,6 +89,16 @@ def save(page, name: str) -> None:
 def check_now(page, name: str) -> dict:
     """Assert the rules on the page as it is, at its current size; how tall its content is."""
     width, height = page.viewport_size["width"], page.viewport_size["height"]
+    try:
+        return _check(page, name, width, height)
+    except AssertionError:  # what it looked like, for whoever mends it
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        slug = "".join(c if c.isalnum() else "-" for c in name)
+        page.screenshot(path=ARTIFACTS / f"{slug}-{width}x{height}.png", full_page=True)
+        raise
+
+
+def _check(page, name: str, width: int, height: int) -> dict:
     found = page.evaluate(TARGETS)
     where = f"{name} at {width}x{height}"
     assert found["scrollW"] <= width, (where, "scrolls sideways", found["scrollW"])
@@ -119,13 +129,7 @@ def check_sizes(page, name: str, sizes=SIZES) -> list[dict]:
     try:
         for width, height in sizes:
             page.set_viewport_size({"width": width, "height": height})
-            try:
-                measured.append(check_now(page, name))
-            except AssertionError:  # what it looked like, for whoever mends it
-                ARTIFACTS.mkdir(parents=True, exist_ok=True)
-                slug = "".join(c if c.isalnum() else "-" for c in name)
-                page.screenshot(path=ARTIFACTS / f"{slug}-{width}x{height}.png", full_page=True)
-                raise
+            measured.append(check_now(page, name))
     finally:
         page.set_viewport_size({"width": PI[0], "height": PI[1]})
     return measured
