@@ -414,6 +414,10 @@ def test_every_issuing_screen_fits_at_three_sizes(live_server, kiosk, browser):
             assert page.locator("#welcome-bonus").is_visible()
             assert 'data-made="qr"' in page.content()
             sizes["done"] = check_sizes(page, "done")
+            app.config["SHOW_CARD_ON_SCREEN"] = True  # the printed card's QR on the screen too
+            page.reload()
+            assert page.locator(".card-qr svg").is_visible()
+            sizes["done-with-qr"] = check_sizes(page, "done, QR on screen")
 
             # the service is gone: said plainly, with "Try again"
             with socket.socket() as s:
