@@ -115,12 +115,14 @@ class WriteError(DriverError):
 
     Every subclass leaves the card without a new message: the write either did not start,
     or left an empty NDEF message (length 0), never half of one. The kiosk may offer to try
-    again (the same card, or another one for ``too-small`` and ``read-only``).
+    again (the same card, or another one for ``too-small``, ``read-only`` and ``in-use``).
 
     Attributes:
-        reason: a stable code: ``no-card``, ``too-small``, ``read-only``, ``interrupted``,
-            ``mismatch``, ``unavailable``, or ``failed`` (anything else: a card that refused
-            a command, an unformatted card, a lock that is not supported or failed).
+        reason: a stable code: ``no-card``, ``too-small``, ``read-only``, ``in-use`` (the
+            card already holds another of the shop's card URLs, ``CardInUse``),
+            ``interrupted``, ``mismatch``, ``unavailable``, or ``failed`` (anything else: a
+            card that refused a command, an unformatted card, a lock that is not supported or
+            failed).
     """
 
     reason = "failed"
@@ -147,6 +149,15 @@ class CardReadOnly(WriteError):
     """The card is locked or read-only (capability container, lock bits, or it refused)."""
 
     reason = "read-only"
+
+
+class CardInUse(WriteError):
+    """The card already holds another card URL of the shop: someone's working card.
+
+    Nothing was written: overwriting it would make that customer's card open another account.
+    """
+
+    reason = "in-use"
 
 
 class WriteInterrupted(WriteError):
@@ -203,17 +214,29 @@ class CardWriter(abc.ABC):
         """Release the device; safe to call twice."""
 
     @abc.abstractmethod
-    def write(self, url: str, *, timeout: float, lock: bool = False) -> WrittenCard:
+    def write(self, url: str, *, timeout: float, lock: bool = False,
+              keep: str | None = None) -> WrittenCard:
         """Wait for a card, write ``url`` as an NDEF URI message, read it back and compare.
 
         A card presented once is written once: after a successful write, the next call waits
         for another presentation. After a failure the card still on the writer is written
-        again by the next call (that is "try again").
+        again by the next call (that is "try again"; a card refused as in use is refused
+        again).
+
+        With ``keep`` (the shop's card URL prefix, e.g. ``https://shop.example/c/``), the card's
+        current NDEF message is read first: when its first URI record (as the readers read
+        it) starts with ``keep`` and is not ``url``, both compared case-insensitively, the
+        card is someone's working card and ``CardInUse`` is raised before any write command.
+        An empty card, an empty message (length 0: an interrupted write), a message that is
+        not NDEF or holds another URL, and a card already holding ``url`` (try again after a
+        write whose result was lost) are written as before.
 
         Args:
             url: the card URL (CARDS.md §1).
             timeout: seconds to wait at most for a card.
             lock: make the card permanently read-only after the read-back (NTAG21x only).
+            keep: refuse cards holding another URL that starts with this; ``None``: write
+                any writable card.
 
         Returns:
             What was written on: UID, kind, capacity, locked.
@@ -222,6 +245,25 @@ class CardWriter(abc.ABC):
             WriteError: one of its subclasses says why (``reason``); the card holds no new
                 message to activate.
         """
+
+    @staticmethod
+    def check_in_use(current: bytes | None, url: str, keep: str | None) -> None:
+        """Raise ``CardInUse`` if ``current`` (the card's NDEF message) is another card of ``keep``.
+
+        Raises:
+            CardInUse: its first URI starts with ``keep`` and is not ``url`` (case-insensitive).
+        """
+        if not keep or not current:
+            return
+        from device_drivers.ndefmsg import first_uri  # it imports this module
+
+        try:
+            held = first_uri(bytes(current))
+        except ReaderError:  # not NDEF, or no URI: no till reads it as a card
+            return
+        if held.lower().startswith(keep.lower()) and held.lower() != url.lower():
+            # the URL is the other customer's credential: never logged
+            raise CardInUse("the card already holds another loyalty card URL: not written")
 
     def __enter__(self) -> CardWriter:
         self.open()

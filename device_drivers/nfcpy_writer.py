@@ -17,7 +17,10 @@ interrupted write leaves an empty message. The lock sets the bits listed in
 lock bytes ``FF FF FF``, CFGLCK): ``pcsc:`` does exactly what nfcpy does here.
 
 A card written successfully is not written again while it stays on the reader; after a
-failure the card still there is written again by the next ``write`` (try again).
+failure the card still there is written again by the next ``write`` (try again). With
+``keep``, the message nfcpy read when it found the card (``tag.ndef.octets``) is checked by
+``CardWriter.check_in_use`` before the read-only and size checks and before any write: a card
+holding another of the shop's card URLs is refused (``CardInUse``), untouched.
 """
 
 from __future__ import annotations
@@ -89,11 +92,13 @@ class NfcpyWriter(CardWriter):
         self._written = None
         self._reader.close()
 
-    def write(self, url: str, *, timeout: float, lock: bool = False) -> WrittenCard:
+    def write(self, url: str, *, timeout: float, lock: bool = False,
+              keep: str | None = None) -> WrittenCard:
         """Wait for a card and write ``url`` on it; see ``CardWriter.write``.
 
         Raises:
             NoCard: no card (other than the one last written) within ``timeout``.
+            CardInUse: the card holds another URL starting with ``keep``; nothing was written.
             CardTooSmall: the NDEF area cannot hold the message.
             CardReadOnly: the card's NDEF area is not writeable.
             WriteInterrupted: the card stopped answering during the write.
@@ -112,7 +117,7 @@ class NfcpyWriter(CardWriter):
                 raise NoCard(f"no card on {self.uri} within {timeout:g} s")
             uid = bytes(tag.identifier).hex().upper()
             try:
-                written = _write_tag(tag, uid, message, lock)
+                written = _write_tag(tag, uid, message, lock, url, keep)
             except WriteError as exc:
                 log.warning("card %s on %s not written (%s): %s", uid, self.uri, exc.reason, exc)
                 raise
@@ -150,7 +155,8 @@ class NfcpyWriter(CardWriter):
             time.sleep(min(POLL_INTERVAL, remaining))
 
 
-def _write_tag(tag: Any, uid: str, message: bytes, lock: bool) -> WrittenCard:
+def _write_tag(tag: Any, uid: str, message: bytes, lock: bool, url: str,
+               keep: str | None) -> WrittenCard:
     nfc = _nfc()
     from nfc.tag import tt2, tt2_nxp, tt4
 
@@ -166,6 +172,8 @@ def _write_tag(tag: Any, uid: str, message: bytes, lock: bool) -> WrittenCard:
         ndef = tag.ndef
         if ndef is None:
             raise WriteError("the card holds no NDEF area (not NDEF-formatted, or unreadable)")
+        if keep:
+            CardWriter.check_in_use(bytes(ndef.octets), url, keep)
         if not ndef.is_writeable:
             raise CardReadOnly("the card's NDEF area is read-only")
         capacity = ndef.capacity

@@ -13,6 +13,12 @@ The URI is the reader's (``pcsc:``, ``pcsc:ACR122``); the writer waits for cards
 helpers. A presentation that was written successfully is not written again; after a failure
 the card still on the reader is written again by the next ``write`` (try again).
 
+**A card in use is not touched.** With ``keep``, the card's current message is read before
+anything is written (Type 4: NLEN and the NDEF file, right after the capability container;
+Type 2: the NDEF TLV from page 4, right after the header) and ``CardWriter.check_in_use``
+refuses it (``CardInUse``) when it holds another of the shop's card URLs. That comes before
+the read-only and size checks: a customer's locked card is "in use", not "read-only".
+
 **Order of the writes, so that an interrupted write leaves an empty message, never half of
 one.** Type 4 (NFC Forum T4T 2.0 §5.4.2): ``NLEN = 0``, then the message in chunks of at most
 MLc bytes from offset 2, then the real NLEN. Type 2 (T2T 1.0 §2.4): page 4 becomes
@@ -75,7 +81,7 @@ from device_drivers.base import (
 )
 from device_drivers.ndefmsg import uri_message
 from device_drivers.pcsc import GET_UID, SW_OK, PcscReader
-from device_drivers.t4t import SELECT_CC, SELECT_NDEF_APP, parse_cc
+from device_drivers.t4t import SELECT_CC, SELECT_NDEF_APP, CapabilityContainer, parse_cc
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +106,17 @@ NTAG_BY_CC_SIZE = {
     0x3E: NtagLayout("NTAG215", 0x82, 0x84),
     0x6D: NtagLayout("NTAG216", 0xE2, 0xE4),
 }
+
+
+@dataclass(frozen=True)
+class _Keep:
+    """The URL being written and the prefix of the shop's cards, refused on a card in use."""
+
+    url: str
+    prefix: str | None
+
+    def check(self, current: bytes) -> None:
+        CardWriter.check_in_use(current, self.url, self.prefix)
 
 
 def type2_tlv(message: bytes) -> bytes:
@@ -170,11 +187,13 @@ class PcscWriter(CardWriter):
         """Release the PC/SC context; safe to call twice."""
         self._reader.close()
 
-    def write(self, url: str, *, timeout: float, lock: bool = False) -> WrittenCard:
+    def write(self, url: str, *, timeout: float, lock: bool = False,
+              keep: str | None = None) -> WrittenCard:
         """Wait for a card and write ``url`` on it; see ``CardWriter.write``.
 
         Raises:
             NoCard: no card within ``timeout``.
+            CardInUse: the card holds another URL starting with ``keep``; nothing was written.
             CardTooSmall: the NDEF file or data area cannot hold the message.
             CardReadOnly: the CC says read-only, lock bits are set, or the card refused.
             WriteInterrupted: the card left (or stopped answering) during the write; it holds
@@ -197,13 +216,13 @@ class PcscWriter(CardWriter):
             raise WriterUnavailable(str(exc)) from exc
         if count is None:
             raise NoCard(f"no card on {name!r} within {timeout:g} s")
-        written = self._write_card(name, message, lock)
+        written = self._write_card(name, message, lock, _Keep(url, keep))
         reader._handled, reader._empty_since = count, False  # written once per presentation
         return written
 
     # -- one card ----------------------------------------------------------------------------
 
-    def _write_card(self, name: str, message: bytes, lock: bool) -> WrittenCard:
+    def _write_card(self, name: str, message: bytes, lock: bool, keep: _Keep) -> WrittenCard:
         hresult, card, protocol = SCardConnect(
             self._reader._context, name, SCARD_SHARE_SHARED, SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1
         )
@@ -219,10 +238,10 @@ class PcscWriter(CardWriter):
             uid = self._read_uid(session)
             _, sw = session.transmit(SELECT_NDEF_APP, "selecting the NDEF application")
             if sw == SW_OK:
-                written = _write_type4(session, uid, message, lock)
+                written = _write_type4(session, uid, message, lock, keep)
             else:
                 log.debug("no NDEF application (status %04X): writing Type 2 pages", sw)
-                written = _write_type2(session, uid, message, lock)
+                written = _write_type2(session, uid, message, lock, keep)
         except ReaderError as exc:  # parse_cc: a malformed capability container
             log.warning("card %s on %r: %s", uid, name, exc)
             raise WriteError(str(exc)) from exc
@@ -262,8 +281,10 @@ def _read_binary(session: _Session, offset: int, length: int, what: str) -> byte
     return data[:length]
 
 
-def _write_type4(session: _Session, uid: str, message: bytes, lock: bool) -> WrittenCard:
-    """SELECT CC, check it, SELECT NDEF file, NLEN 0, the message, NLEN; read back."""
+def _write_type4(session: _Session, uid: str, message: bytes, lock: bool,
+                 keep: _Keep) -> WrittenCard:
+    """SELECT CC, the NDEF file, refuse a card in use, check the CC, NLEN 0, the message,
+    NLEN; read back."""
     if lock:
         raise WriteError(
             "a permanent lock is not supported on Type 4 tags: write without lock", "failed"
@@ -275,6 +296,12 @@ def _write_type4(session: _Session, uid: str, message: bytes, lock: bool) -> Wri
     cc = parse_cc(raw)
     mlc, write_access = int.from_bytes(raw[5:7], "big"), raw[14]
     capacity = cc.ndef_max_size - 2
+    select = bytes([0x00, 0xA4, 0x00, 0x0C, 0x02]) + cc.ndef_file_id.to_bytes(2, "big")
+    _, sw = session.transmit(select, "selecting the NDEF file")
+    if sw != SW_OK:
+        raise WriteError(f"NDEF file {cc.ndef_file_id:04X} cannot be selected (status {sw:04X})")
+    if keep.prefix:
+        keep.check(_type4_current(session, cc))
     if write_access != 0x00:
         raise CardReadOnly(f"the NDEF file is read-only (write access {write_access:02X})")
     if mlc < 1:
@@ -283,10 +310,6 @@ def _write_type4(session: _Session, uid: str, message: bytes, lock: bool) -> Wri
         raise CardTooSmall(
             f"the message takes {len(message)} bytes; the card's NDEF file holds {capacity}"
         )
-    select = bytes([0x00, 0xA4, 0x00, 0x0C, 0x02]) + cc.ndef_file_id.to_bytes(2, "big")
-    _, sw = session.transmit(select, "selecting the NDEF file")
-    if sw != SW_OK:
-        raise WriteError(f"NDEF file {cc.ndef_file_id:04X} cannot be selected (status {sw:04X})")
 
     _update_binary(session, 0, b"\x00\x00", "emptying the NDEF file (NLEN 0)")
     chunk = min(mlc, 0xFF)
@@ -305,6 +328,20 @@ def _write_type4(session: _Session, uid: str, message: bytes, lock: bool) -> Wri
     if back != message:
         raise ReadBackMismatch(_first_difference(back, message))
     return WrittenCard(uid=uid, kind="type4", capacity=capacity, locked=False)
+
+
+def _type4_current(session: _Session, cc: CapabilityContainer) -> bytes:
+    """The message now in the selected NDEF file; empty if NLEN is 0 or not a length."""
+    if cc.read_access != 0x00:
+        return b""  # no reader can read it: not a working card
+    nlen = int.from_bytes(_read_binary(session, 0, 2, "reading the current NDEF length"), "big")
+    if not 0 < nlen <= cc.ndef_max_size - 2:
+        return b""
+    current, chunk = b"", min(cc.mle, 0xFF)
+    while len(current) < nlen:
+        current += _read_binary(session, 2 + len(current), min(chunk, nlen - len(current)),
+                                "reading the current NDEF message")
+    return current
 
 
 def _first_difference(back: bytes, written: bytes) -> str:
@@ -328,8 +365,10 @@ def _write_page(session: _Session, page: int, data: bytes, what: str) -> None:
     session.command(bytes([0xFF, 0xD6, 0x00, page, 0x04]) + data, f"{what} (page {page})")
 
 
-def _write_type2(session: _Session, uid: str, message: bytes, lock: bool) -> WrittenCard:
-    """Check CC and lock bytes, TLV length 0, the data, the real length; read back; lock."""
+def _write_type2(session: _Session, uid: str, message: bytes, lock: bool,
+                 keep: _Keep) -> WrittenCard:
+    """Refuse a card in use; check CC and lock bytes, TLV length 0, the data, the real length;
+    read back; lock."""
     data, sw = session.transmit(bytes.fromhex("FFB0000010"), "reading the Type 2 header")
     if sw != SW_OK or len(data) < 16:
         raise WriteError(f"not a Type 2 tag this reader can write (page read status {sw:04X})")
@@ -338,11 +377,13 @@ def _write_type2(session: _Session, uid: str, message: bytes, lock: bool) -> Wri
         raise WriteError("the Type 2 tag is not NDEF-formatted (no capability container)")
     if cc[1] >> 4 != 1:
         raise WriteError(f"unsupported Type 2 tag mapping version {cc[1] >> 4}.{cc[1] & 15}")
+    capacity = cc[2] * 8
+    if keep.prefix and not cc[3] & 0xF0:  # a read-protected tag is no one's working card
+        keep.check(_type2_current(session, capacity))
     if cc[3] & 0x0F:
         raise CardReadOnly(f"the Type 2 tag is read-only (CC write access {cc[3]:02X})")
     if static_lock[0] & 0xF0 or static_lock[1]:  # pages 4..15
         raise CardReadOnly(f"the Type 2 tag's pages are locked (lock bytes {static_lock.hex()})")
-    capacity = cc[2] * 8
     layout = NTAG_BY_CC_SIZE.get(cc[2])
     if lock and layout is None:
         raise WriteError(
@@ -390,6 +431,38 @@ def _write_type2(session: _Session, uid: str, message: bytes, lock: bool) -> Wri
         _lock_ntag(session, layout, data[8:10], cc)
         locked = True
     return WrittenCard(uid=uid, kind="type2", capacity=capacity, locked=locked)
+
+
+def _type2_current(session: _Session, area: int) -> bytes:
+    """The message of the first NDEF TLV from page 4; empty if none, length 0 or broken."""
+    data = bytearray()
+
+    def have(n: int) -> bool:
+        while len(data) < n:
+            if len(data) >= area:
+                return False
+            data.extend(_read4(session, 4 + len(data) // 4, "reading the current NDEF TLV"))
+        return True
+
+    pos = 0
+    while have(pos + 1):
+        tag = data[pos]
+        if tag == 0x00:  # NULL TLV
+            pos += 1
+            continue
+        if tag == 0xFE or not have(pos + 2):  # the terminator: no NDEF message
+            return b""
+        length, start = data[pos + 1], pos + 2
+        if length == 0xFF:
+            if not have(pos + 4):
+                return b""
+            length, start = int.from_bytes(data[pos + 2 : pos + 4], "big"), pos + 4
+        if tag == 0x03:
+            if start + length > area or not have(start + length):
+                return b""  # runs past the data area: no reader takes it for a card
+            return bytes(data[start : start + length])
+        pos = start + length  # lock/memory control or proprietary TLV: skip it
+    return b""
 
 
 def _lock_ntag(session: _Session, layout: NtagLayout, page2_head: bytes, cc: bytes) -> None:

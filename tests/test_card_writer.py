@@ -21,7 +21,7 @@ from device_drivers import (
     open_reader,
     open_writer,
 )
-from device_drivers.ndefmsg import uri_message
+from device_drivers.ndefmsg import first_uri, uri_message
 from tests.support.fixtures_pcsc import wait_card_state
 
 URL = "https://shop.example/c/CGHTUXBOSHIEW5YA6OROMWBGNZUUWXZF"
@@ -414,3 +414,238 @@ def test_nfcpy_ntag213_too_small_or_read_only_is_not_written(udp_writer, url, cc
         with pytest.raises(error):
             writer.write(url, timeout=5)
         assert tag.commands(0xA2) == []
+
+
+# -- a card in use (keep=): someone's loyalty card is refused, untouched ----------------------
+
+KEEP = "https://shop.example/c/"
+OTHER_URL = "https://shop.example/c/ZZZZZBOSHIEW5YA6OROMWBGNZUUWXZFQ"  # another customer's card
+# stored by hand, the way a QR-style upper-case URL may be: "HTTPS://" is not abbreviated
+UPPER_URL = OTHER_URL.upper()
+LONG_OTHER = "https://shop.example/c/" + "B" * 300  # a 3-byte TLV length on an NTAG215
+REFUSED = {"other": uri_message(OTHER_URL), "upper-case": uri_message(UPPER_URL)}
+# written: the same URL (try again), a URL that is not ours, an empty message
+WRITTEN = {"same-url": MESSAGE, "foreign-url": uri_message(OLD_URL), "empty": b""}
+
+
+def test_in_use_is_a_write_error_with_its_reason():
+    from device_drivers.base import CardInUse
+
+    assert issubclass(CardInUse, WriteError) and CardInUse("x").reason == "in-use"
+
+
+@pytest.mark.parametrize(
+    ("held", "refused"),
+    [(OTHER_URL, True), (UPPER_URL, True), ("https://SHOP.example/C/x", True),
+     (URL, False), (URL.upper(), False), (OLD_URL, False), ("https://shop.example/cx", False)],
+)
+def test_check_in_use_compares_the_first_uri_case_insensitively(held, refused):
+    from device_drivers.base import CardInUse
+
+    raised = None
+    try:
+        CardWriter.check_in_use(uri_message(held), URL, KEEP)
+    except CardInUse as exc:
+        raised = exc
+    assert (raised is not None) is refused
+    if raised is not None:
+        assert held not in str(raised)  # someone's card URL is a credential: never in a message
+    for current, keep in ((b"", KEEP), (uri_message(held), None), (b"\xd1garbage", KEEP)):
+        CardWriter.check_in_use(current, URL, keep)  # nothing to refuse
+
+
+def test_sim_writer_refuses_a_card_in_use_until_another_card_is_presented():
+    from device_drivers.base import CardInUse
+
+    with open_writer("sim:") as writer:
+        writer.present(OTHER_URL)
+        for _ in range(2):  # the card stays on the writer: refused again, "use another card"
+            with pytest.raises(CardInUse) as exc:
+                writer.write(URL, timeout=1, keep=KEEP)
+            assert exc.value.reason == "in-use"
+        assert writer.written == []
+        writer.present(UPPER_URL)
+        with pytest.raises(CardInUse):
+            writer.write(URL, timeout=1, keep=KEEP)
+        blank = writer.present(None)
+        assert writer.write(URL, timeout=1, keep=KEEP).uid != blank  # a fresh card each time
+        same = writer.present(URL)
+        assert writer.write(URL, timeout=1, keep=KEEP).uid == same
+        foreign = writer.present(OLD_URL)
+        assert writer.write(URL, timeout=1, keep=KEEP).uid == foreign
+        writer.present(OTHER_URL)
+        assert writer.write(URL, timeout=1).uid  # without keep: any writable card
+
+    assert [url for _, url, _ in writer.written] == [URL] * 4
+
+
+def test_sim_writer_uri_presents_a_card_and_fails_in_use():
+    from device_drivers.base import CardInUse
+
+    with open_writer(f"sim:card={OTHER_URL}") as writer, pytest.raises(CardInUse):
+        writer.write(URL, timeout=1, keep=KEEP)
+    with open_writer("sim:fail=in-use") as writer:
+        with pytest.raises(CardInUse):
+            writer.write(URL, timeout=1)
+        assert writer.write(URL, timeout=1, keep=KEEP).uid
+
+
+def _type4_updates(card) -> list[bytes]:
+    return [a for a in card.card.apdus if a[:2] == b"\x00\xd6"]
+
+
+@pytest.mark.hardware
+@pytest.mark.parametrize("held", REFUSED.values(), ids=REFUSED.keys())
+def test_pcsc_type4_card_in_use_is_refused_and_not_touched(writer, vcard, held):
+    from device_drivers.base import CardInUse
+
+    card = vcard(UID, held)
+    before = bytes(card.card.files[b"\xe1\x04"])
+
+    for _ in range(2):  # still on the reader: refused again by the next call
+        with pytest.raises(CardInUse) as exc:
+            writer.write(URL, timeout=3, keep=KEEP)
+        assert exc.value.reason == "in-use"
+
+    assert _type4_updates(card) == []
+    assert bytes(card.card.files[b"\xe1\x04"]) == before
+
+
+@pytest.mark.hardware
+def test_pcsc_type4_card_in_use_is_in_use_even_when_read_only(writer, vcard):
+    from device_drivers.base import CardInUse
+
+    card = vcard(UID, REFUSED["other"], _cc(0x0800, write_access=0xFF))
+
+    with pytest.raises(CardInUse):
+        writer.write(URL, timeout=3, keep=KEEP)
+    assert _type4_updates(card) == []
+
+
+@pytest.mark.hardware
+@pytest.mark.parametrize("held", WRITTEN.values(), ids=WRITTEN.keys())
+def test_pcsc_type4_card_not_in_use_is_written(writer, vcard, held):
+    card = vcard(UID, held)
+
+    assert writer.write(URL, timeout=3, keep=KEEP).kind == "type4"
+
+    assert card.card.ndef == MESSAGE
+    assert _type4_updates(card)[0] == _update(0, b"\0\0")
+
+
+@pytest.mark.hardware
+def test_pcsc_type4_nlen_zero_is_empty_whatever_the_file_holds(writer, vcard):
+    card = vcard(UID, b"")
+    leftover = REFUSED["other"]  # an interrupted write: NLEN 0, the old bytes behind it
+    card.card.files[b"\xe1\x04"][2 : 2 + len(leftover)] = leftover
+
+    writer.write(URL, timeout=3, keep=KEEP)
+
+    assert card.card.ndef == MESSAGE
+
+
+def _ntag213_holding(message: bytes, cc: bytes = bytes.fromhex("E1101200")) -> bytes:
+    from tests.support.vcard_type2 import ndef_tlvs, ntag213_memory
+
+    tlvs = ndef_tlvs(message, lock_tlv=True) if message else b"\x03\x00\xfe"
+    return ntag213_memory(UID, tlvs, cc)
+
+
+@pytest.mark.hardware
+@pytest.mark.parametrize("held", REFUSED.values(), ids=REFUSED.keys())
+def test_pcsc_ntag213_card_in_use_is_refused_and_not_touched(writer, type2, held):
+    from device_drivers.base import CardInUse
+
+    memory = _ntag213_holding(held)
+    tag = type2(UID, memory).card
+
+    for _ in range(2):
+        with pytest.raises(CardInUse):
+            writer.write(URL, timeout=3, keep=KEEP)
+
+    assert tag.writes == [] and bytes(tag.memory) == memory
+
+
+@pytest.mark.hardware
+def test_pcsc_locked_ntag213_in_use_is_in_use_and_ntag215_long_url_too(writer, type2):
+    from device_drivers.base import CardInUse
+    from tests.support.vcard_type2 import ndef_tlvs, ntag215_memory
+
+    tag = type2(UID, _ntag213_holding(REFUSED["other"], bytes.fromhex("E110120F"))).card
+    with pytest.raises(CardInUse):  # a shop that locks its cards: still "in use"
+        writer.write(URL, timeout=3, keep=KEEP)
+    assert tag.writes == []
+
+    memory = ntag215_memory(UID, ndef_tlvs(uri_message(LONG_OTHER)))
+    tag = type2(UID, memory).card
+    with pytest.raises(CardInUse):
+        writer.write(URL, timeout=3, keep=KEEP)
+    assert tag.writes == [] and bytes(tag.memory) == memory
+
+
+@pytest.mark.hardware
+@pytest.mark.parametrize("held", WRITTEN.values(), ids=WRITTEN.keys())
+def test_pcsc_ntag213_card_not_in_use_is_written(writer, type2, held):
+    tag = type2(UID, _ntag213_holding(held)).card
+
+    assert writer.write(URL, timeout=3, keep=KEEP).kind == "type2"
+
+    tlv = b"\x03" + bytes([len(MESSAGE)]) + MESSAGE + b"\xfe"
+    assert bytes(tag.memory[16 : 16 + len(tlv)]) == tlv
+
+
+@pytest.mark.hardware
+def test_pcsc_ntag213_tlv_length_zero_is_empty_whatever_follows(writer, type2):
+    from device_drivers.pcsc_writer import EMPTY_TYPE2_PAGE4, type2_tlv
+    from tests.support.vcard_type2 import ntag213_memory
+
+    # what an interrupted write leaves: page 4 "03 00 FE 00", pages 5.. another message's bytes
+    tlvs = EMPTY_TYPE2_PAGE4 + type2_tlv(REFUSED["other"])[4:]
+    tag = type2(UID, ntag213_memory(UID, tlvs)).card
+
+    writer.write(URL, timeout=3, keep=KEEP)
+
+    assert tag.page(4) == b"\x03" + bytes([len(MESSAGE)]) + MESSAGE[:2]
+
+
+@pytest.mark.hardware
+@pytest.mark.parametrize("held", REFUSED.values(), ids=REFUSED.keys())
+def test_nfcpy_ntag213_card_in_use_is_refused_and_not_touched(udp_writer, held):
+    from device_drivers.base import CardInUse
+    from tests.support.nfc_udp import UdpCard, ntag213
+
+    writer, port = udp_writer
+    with UdpCard(ntag213(UID, held), port) as tag:
+        for _ in range(2):
+            with pytest.raises(CardInUse) as exc:
+                writer.write(URL, timeout=5, keep=KEEP)
+            assert exc.value.reason == "in-use"
+        assert tag.commands(0xA2) == []  # no WRITE: the card is as it was
+        with open_reader(f"nfcpy:udp:127.0.0.1:{port}") as reader:
+            tap = reader.read(timeout=5)
+    assert tap is not None and tap.url == first_uri(held)
+
+
+@pytest.mark.hardware
+@pytest.mark.parametrize("held", WRITTEN.values(), ids=WRITTEN.keys())
+def test_nfcpy_ntag213_card_not_in_use_is_written(udp_writer, held):
+    from tests.support.nfc_udp import UdpCard, ntag213
+
+    writer, port = udp_writer
+    with UdpCard(ntag213(UID, held), port):
+        assert writer.write(URL, timeout=5, keep=KEEP).kind == "type2"
+        with open_reader(f"nfcpy:udp:127.0.0.1:{port}") as reader:
+            tap = reader.read(timeout=5)
+    assert tap is not None and tap.url == URL
+
+
+@pytest.mark.hardware
+def test_nfcpy_type4_card_in_use_is_refused_and_not_touched(udp_writer):
+    from device_drivers.base import CardInUse
+    from tests.support.nfc_udp import UdpCard, type4
+
+    writer, port = udp_writer
+    with UdpCard(type4(UID, REFUSED["other"]), port) as tag:
+        with pytest.raises(CardInUse):
+            writer.write(URL, timeout=5, keep=KEEP)
+        assert not [f for f in tag.commands() if f[1:3] == b"\x00\xd6"]  # no UPDATE BINARY
