@@ -49,14 +49,17 @@ class Job:
             ``done``, ``failed`` or ``cancelled``.
         result: the ``WrittenCard`` of a write, the ``Tap`` of a read.
         reason: why it failed: a ``WriteError`` reason (``no-card``, ``too-small``,
-            ``read-only``, ``interrupted``, ``mismatch``, ``unavailable``, ``failed``), or for a
-            read ``no-card``, ``unavailable``, ``failed``.
+            ``read-only``, ``in-use``, ``interrupted``, ``mismatch``, ``unavailable``,
+            ``failed``), or for a read ``no-card``, ``unavailable``, ``failed``.
+        keep: for a write, the prefix of the shop's card URLs: a card holding another one is
+            refused (``in-use``), see ``CardWriter.write``.
     """
 
     kind: str
     url: str | None = None
     timeout: float = 30.0
     lock: bool = False
+    keep: str | None = None
     id: str = field(default_factory=lambda: secrets.token_hex(8))
     state: str = "queued"
     result: WrittenCard | Tap | None = None
@@ -124,9 +127,11 @@ class DeviceWorker:
     def enabled(self) -> bool:
         return bool(self.writer_uri)
 
-    def write(self, url: str, *, timeout: float, lock: bool = False) -> Job:
-        """Queue "write ``url`` on the next card presented"; returns the job to poll."""
-        return self._submit(Job("write", url=url, timeout=timeout, lock=lock))
+    def write(self, url: str, *, timeout: float, lock: bool = False,
+              keep: str | None = None) -> Job:
+        """Queue "write ``url`` on the next card presented" (not on a card in use: ``keep``);
+        returns the job to poll."""
+        return self._submit(Job("write", url=url, timeout=timeout, lock=lock, keep=keep))
 
     def read(self, *, timeout: float) -> Job:
         """Queue "read one tap" on the staff reader; returns the job to poll."""
@@ -252,7 +257,7 @@ class DeviceWorker:
                 remaining = deadline - started
                 try:
                     written = self.writer.write(job.url, timeout=max(min(SLICE, remaining), 0),
-                                                lock=job.lock)
+                                                lock=job.lock, keep=job.keep)
                 except NoCard as exc:
                     if remaining <= SLICE:
                         job._finish("failed", reason=exc.reason, error=str(exc))

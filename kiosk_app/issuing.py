@@ -49,7 +49,8 @@ bp = Blueprint("issuing", __name__, url_prefix="/issue")
 # the namespace of card event ids; the same as the enrolment page's, so a card asked for
 # twice (a retry, a reload) is always the same card
 CARD_EVENTS = uuid.UUID("5b0c1d3e-6f0a-4c1e-9a57-3f1d2b7c8e90")
-ANOTHER_CARD = ("too-small", "read-only")  # a failure that another card may not have
+# a failure that another card may not have (in-use: it is someone's loyalty card)
+ANOTHER_CARD = ("too-small", "read-only", "in-use")
 PROGRESS = ("nfc-waiting", "nfc-writing", "nfc-done", "printing")
 
 
@@ -149,6 +150,16 @@ def _issue_card(issue: dict, kind: str) -> dict:
             "status": card.get("status", "active")}
 
 
+def card_url_prefix(url: str) -> str | None:
+    """The shop's card URLs' common start, ``https://shop.example/c/``, from one of them.
+
+    The writer refuses a card holding another URL that starts with it: someone's working card.
+    ``None`` (no check) for a URL without ``/c/``, which the service does not make.
+    """
+    at = url.lower().rfind("/c/")
+    return url[: at + 3] if at >= 0 else None
+
+
 def _void(nfc: dict, reason: str) -> None:
     """Give up a pending card, best effort: a pending card opens nothing anyway."""
     try:
@@ -228,7 +239,8 @@ def _advance_nfc(issue: dict, more: bool) -> tuple[str, str | None] | None:
         job = _devices().job(nfc.get("job"))
         if job is None or job.state == "cancelled":  # not started, or lost with a restart
             job = _devices().write(nfc["url"], timeout=float(current_app.config["WRITE_TIMEOUT"]),
-                                   lock=bool(current_app.config["CARD_LOCK"]))
+                                   lock=bool(current_app.config["CARD_LOCK"]),
+                                   keep=card_url_prefix(nfc["url"]))
             nfc["job"] = job.id
         if job.active:
             return ("nfc-writing" if job.state == "writing" else "nfc-waiting"), None

@@ -212,6 +212,51 @@ def test_another_card_after_a_too_small_one_is_written_with_the_same_url(live_se
     assert card_row(live_server, nfc["card_id"]).nfc_uid == "04AABBCCDDEEFF"
 
 
+def test_a_card_holding_another_customers_url_is_refused_and_another_card_used(live_server,
+                                                                               kiosk, pcscd,
+                                                                               vcard):
+    from kiosk_app.issuing import card_url_prefix
+
+    _, client = kiosk(WRITER=f"pcsc:{pcscd.reader0}")
+    first = enrol(live_server, first_name="Aušra")
+    hand_over(client, first, "nfc")
+    theirs = vcard(UID, b"")
+    client.get("/issue/")
+    poll(client)
+    their_url = issue_state(client)["nfc"]["url"]
+    updates = len([a for a in theirs.card.apdus if a[:2] == b"\x00\xd6"])
+    assert card_url_prefix(their_url).lower().endswith("/c/")
+    # the next customer puts the first one's card on the writer (taken off, put back)
+    theirs.remove()
+    theirs.insert(pcscd.port0)
+    second = enrol(live_server, first_name="Marius")
+    hand_over(client, second, "nfc")
+    client.get("/issue/")
+
+    body = poll(client, until=("nfc-failed",))
+    assert (body["state"], body["reason"]) == ("nfc-failed", "in-use")
+    assert client.get("/issue/status").get_json()["reason"] == "in-use"
+    page = client.get("/issue/").get_data(as_text=True)
+    assert 'data-outcome="nfc-in-use"' in page and 'id="another-card"' in page
+    assert first_uri(theirs.card.ndef) == their_url  # not touched
+    assert len([a for a in theirs.card.apdus if a[:2] == b"\x00\xd6"]) == updates
+    nfc = issue_state(client)["nfc"]
+    assert card_row(live_server, nfc["card_id"]).status == "pending"
+    r = tap(live_server, url=their_url, uid=UID.hex().upper())  # their card still works
+    assert r.status_code == 200, r.text
+    assert r.json()["customer_id"] == first["customer_id"]
+
+    blank = vcard(bytes.fromhex("04AABBCCDDEEFF"), b"")  # "Use another card"
+    assert post(client, "/issue/retry", page).status_code == 302
+    client.get("/issue/")
+    poll(client)
+
+    assert first_uri(blank.card.ndef) == nfc["url"] != their_url
+    assert card_row(live_server, nfc["card_id"]).nfc_uid == "04AABBCCDDEEFF"
+    assert tap(live_server, url=nfc["url"]).json()["customer_id"] == second["customer_id"]
+    assert first_uri(theirs.card.ndef) == their_url
+
+
 def test_walking_away_voids_the_pending_card(live_server, kiosk):
     from kiosk_app import issuing
 
