@@ -203,8 +203,8 @@ def _lookup(path: str, body: dict) -> str:
             flash(_("Your staff session has ended. Please log in again."), "error")
             return url_for("staff.start")
         if exc.slug == "forbidden-role":
-            flash(_("Your staff account cannot replace cards. Please ask a desk member or a "
-                    "manager."), "error")
+            flash(_("Your staff account cannot replace cards. Please ask someone at the desk "
+                    "or a manager."), "error")
         elif exc.status == 404 or exc.slug.startswith("card-"):
             flash(_("No customer was found for this card. Check it, or search by code, "
                     "email or phone."), "error")

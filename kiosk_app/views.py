@@ -37,7 +37,7 @@ bp = Blueprint("kiosk", __name__)
 
 STEPS = ("language", "details", "consents", "survey", "card")
 STEP_LABELS = {"language": _l("Language"), "details": _l("Your details"),
-               "consents": _l("Your choices"), "survey": _l("Questions"),
+               "consents": _l("Choices"), "survey": _l("Questions"),
                "card": _l("Your card")}
 # endpoints that neither count as a customer's activity nor need a session
 PASSIVE = {"static", "kiosk.healthz"}
