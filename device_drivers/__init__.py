@@ -9,6 +9,7 @@ till without a PC/SC stack can still run a ``hid:`` reader.
 """
 
 from device_drivers.base import (
+    CardInUse,
     CardReadOnly,
     CardSlip,
     CardTooSmall,
@@ -32,6 +33,7 @@ from device_drivers.base import (
 )
 
 __all__ = [
+    "CardInUse",
     "CardReadOnly",
     "CardSlip",
     "CardTooSmall",
