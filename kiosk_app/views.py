@@ -25,6 +25,7 @@ from flask import (
 )
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from flask_babel import ngettext
 from flask_wtf.csrf import CSRFError
 
 from device_drivers.forwarder import ServerProblem, ServerUnavailable
@@ -272,7 +273,8 @@ def _read_answer(question, form) -> tuple[Any, str | None]:
         return (value if value in choices else None), None
     value = (form.get("answer") or "").strip()
     if len(value) > question.max_length:
-        return value, _("At most %(n)d characters, please.", n=question.max_length)
+        return value, ngettext("At most %(num)d character, please.",
+                               "At most %(num)d characters, please.", question.max_length)
     return value, None
 
 
