@@ -524,6 +524,7 @@ def test_a_shop_survey_with_a_text_question(tmp_path):
     assert "Un souhait ?" in walk.page and 'data-keyboard="text"' in walk.page
     r = walk.post("/survey/1", nav="next", answer="far too long an answer")
     assert r.status_code == 422 and value_of(walk.page, "answer") == "far too long an answer"
+    assert "12 caractères au maximum" in " ".join(alerts(walk.page))
     assert walk.post("/survey/1", nav="next", answer=" Plus de thé ").location == "/card"
     s = survey.load(path)
     assert s.answers_for_service(walk.session()["flow"]["survey"]) == {
