@@ -38,14 +38,14 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     i18n.init_app(app)
 
     from server.api.views import api
+    from server.backoffice import create_blueprint as backoffice_blueprint
     from server.backoffice import security
-    from server.backoffice.views import bp as backoffice
     from server.cards.views import public
     from server.cli import register_cli
 
     app.register_blueprint(api)
     app.register_blueprint(public)
-    app.register_blueprint(backoffice)
+    app.register_blueprint(backoffice_blueprint())
     # sessions, CSRF and login for the back office; the API authenticates by header instead
     security.init_app(app, csrf_exempt=api)
     register_cli(app)
