@@ -11,6 +11,7 @@ the page the staff member came from is shown again.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from flask import (
@@ -176,3 +177,28 @@ def nav(endpoint: str, label, roles, also: tuple[str, ...] = ()) -> None:
 def _navigation() -> dict:
     role = current_user.role if current_user.is_authenticated else None
     return {"nav": [e for e in NAV if role in e.roles]}
+
+
+# --------------------------------------------------------------------------- customer file
+
+
+@dataclass(frozen=True)
+class CustomerSection:
+    """A part of the customer's page that another feature adds (tickets, value, ...).
+
+    ``load(main, vault, principal, customer_id)`` returns the template's context (or None to
+    leave the section out); ``template`` is rendered with it as ``section``.
+    """
+
+    key: str
+    template: str
+    load: Callable
+    roles: frozenset[str]
+
+
+CUSTOMER_SECTIONS: list[CustomerSection] = []
+
+
+def customer_section(key: str, template: str, roles, load: Callable) -> None:
+    """Add a section to the customer's page, in the order of the calls."""
+    CUSTOMER_SECTIONS.append(CustomerSection(key, template, load, frozenset(roles)))

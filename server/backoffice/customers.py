@@ -20,6 +20,7 @@ from server.api.problems import Problem
 from server.backoffice import queries
 from server.backoffice.blueprint import (
     CSP,
+    CUSTOMER_SECTIONS,
     PURPOSES,
     SCREEN,
     T,
@@ -91,10 +92,17 @@ def _customer_page(customer_id: str, rectify: RectifyForm | None = None):
     if rectify is None and file.personal is not None:
         rectify = RectifyForm(formdata=None)
         rectify.fill(file.personal)
+    who = principal()
+    sections = []
+    for section in CUSTOMER_SECTIONS:  # what other features add (tickets, value, ...)
+        if who.role in section.roles:
+            context = section.load(main_session(), vault_session(), who, customer_id)
+            if context is not None:
+                sections.append((section, context))
     return render_template(T + "customer.html", file=file, customer_id=customer_id,
                            rectify=rectify, consents=consents, erase=EraseForm(formdata=None),
                            purposes=PURPOSES, version=version,
-                           texts=texts["versions"][version])
+                           texts=texts["versions"][version], sections=sections)
 
 
 @bp.get("/customers/<customer_id>")
