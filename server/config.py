@@ -35,8 +35,10 @@ DEFAULTS: dict[str, Any] = {
     "SECRET_KEY_FILE": None,
     # true behind HTTPS: the back office's cookie is then never sent over plain HTTP
     "SESSION_COOKIE_SECURE": False,
-    # a back-office session ends after this many seconds without a request
-    "PERMANENT_SESSION_LIFETIME": 8 * 3600,
+    # a back-office session ends after this many seconds without a request, and this many
+    # seconds after its login whatever happens
+    "PERMANENT_SESSION_LIFETIME": 30 * 60,
+    "BACKOFFICE_SESSION_MAX": 12 * 3600,
     # a phone number typed without +33/+370 is read as a number of the store's country,
     # or of this one when there is no store (ISO 3166: FR, LT)
     "DEFAULT_COUNTRY": "FR",
@@ -52,11 +54,17 @@ DEFAULTS: dict[str, Any] = {
     # a kiosk may issue the first card of each kind (QR, NFC) to a customer it enrolled within
     # this many seconds; later issues and every replacement need a staff member
     "KIOSK_ISSUE_WINDOW": 3600,
-    # staff mode on a kiosk: session length, and lockout after failed card taps or PINs
+    # staff mode on a kiosk: session length
     "KIOSK_STAFF_SESSION": 300,
+    # failed staff sign-ins (server/staff/lockout.py), within STAFF_LOCKOUT_WINDOW seconds:
+    # so many for one user name or staff card lock it (back office, API and kiosk alike),
+    # so many from one kiosk or till lock its staff sign-ins, so many from one client address
+    # lock the back office and the API's Basic credential for that address (behind a proxy,
+    # the proxy's address unless it passes the client's on with ProxyFix)
     "STAFF_LOCKOUT_WINDOW": 900,
     "STAFF_LOCKOUT_ATTEMPTS": 5,
     "STAFF_LOCKOUT_DEVICE": 20,
+    "LOGIN_LOCKOUT_ADDRESS": 20,
     "MAX_CONTENT_LENGTH": 64 * 1024,
     # clone signals (server/taps/signals.py): a card tapped CARD_TAP_LIMIT times within
     # CARD_TAP_WINDOW seconds is refused and flagged (0: no limit); a card seen in two stores
@@ -69,9 +77,10 @@ DEFAULTS: dict[str, Any] = {
 }
 
 _INTS = {"KIOSK_ISSUE_WINDOW", "KIOSK_STAFF_SESSION", "STAFF_LOCKOUT_WINDOW",
-         "STAFF_LOCKOUT_ATTEMPTS", "STAFF_LOCKOUT_DEVICE", "MAX_CONTENT_LENGTH", "CARD_TAP_LIMIT",
+         "STAFF_LOCKOUT_ATTEMPTS", "STAFF_LOCKOUT_DEVICE", "LOGIN_LOCKOUT_ADDRESS",
+         "MAX_CONTENT_LENGTH", "CARD_TAP_LIMIT",
          "CARD_TAP_WINDOW", "CLONE_STORE_MINUTES", "RETENTION_INACTIVE_DAYS",
-         "RETENTION_NOTICE_DAYS", "PERMANENT_SESSION_LIFETIME"}
+         "RETENTION_NOTICE_DAYS", "PERMANENT_SESSION_LIFETIME", "BACKOFFICE_SESSION_MAX"}
 _FLOATS = {"KEY_FILE_CHECK_INTERVAL"}
 _BOOLS = {"SQL_ECHO", "SESSION_COOKIE_SECURE"}
 

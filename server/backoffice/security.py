@@ -2,23 +2,38 @@
 
 The session is Flask's signed cookie, signed with ``SECRET_KEY`` or else with a key read from
 ``SECRET_KEY_FILE`` (created on first use, like the other key files). It holds the staff
-member's id only: the account is read again on every request, so a disabled account or a
-new role counts at once. CSRF protection covers every POST of the service except the
-``/api/v1`` blueprints, which authenticate each request by header and never by cookie.
+member's id and two times only: the account is read again on every request, so a disabled
+account or a new role counts at once. A session ends after ``PERMANENT_SESSION_LIFETIME``
+seconds without a request (30 minutes by default) and ``BACKOFFICE_SESSION_MAX`` seconds after
+its login (12 hours) whatever happens: the cookie carries both times, signed, and every
+request checks them (the signature's own age enforces the idle limit too). CSRF protection
+covers every POST of the service except the ``/api/v1`` blueprints, which authenticate each
+request by header and never by cookie.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, abort, flash, redirect, request, session, url_for
+from flask import (
+    Blueprint,
+    Flask,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    request,
+    session,
+    url_for,
+)
 from flask.sessions import SecureCookieSessionInterface
 from flask_babel import lazy_gettext as _l
-from flask_login import LoginManager, UserMixin, current_user
+from flask_login import LoginManager, UserMixin, current_user, logout_user
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import select
 
@@ -35,6 +50,8 @@ csrf = CSRFProtect()
 login_manager = LoginManager()
 # kept when a login starts or ends: the staff member's choice of language
 KEPT = ("lang",)
+# when the session's login happened, and its last request (seconds since the epoch)
+STARTED, SEEN = "started", "seen"
 
 
 class KeyFileSessionInterface(SecureCookieSessionInterface):
@@ -89,7 +106,8 @@ def _user(user_id: str) -> StaffUser | None:
 @login_manager.unauthorized_handler
 def _log_in_first():
     """To the login page; back to the page asked for afterwards (a GET: a form is lost)."""
-    flash(str(login_manager.login_message), "info")
+    if not session.get("_flashes"):  # "your session ended" says it already
+        flash(str(login_manager.login_message), "info")
     after = request.full_path.rstrip("?") if request.method == "GET" else None
     return redirect(url_for(login_manager.login_view, next=after))
 
@@ -101,11 +119,35 @@ def restart_session() -> None:
     session.update(kept)
 
 
+def start_session() -> None:
+    """Mark the login's time: the idle and absolute limits count from here."""
+    session.permanent = True  # the cookie expires after PERMANENT_SESSION_LIFETIME idle
+    session[STARTED] = session[SEEN] = int(time.time())
+
+
+def _expired(now: float) -> bool:
+    idle = current_app.permanent_session_lifetime.total_seconds()
+    most = int(current_app.config.get("BACKOFFICE_SESSION_MAX") or 12 * 3600)
+    # a session without the times (made before they existed) has expired too
+    return (now - session.get(SEEN, 0) > idle) or (now - session.get(STARTED, 0) > most)
+
+
 def forget_stale_login() -> None:
-    """A session whose staff member is gone or disabled is emptied, not kept for later."""
+    """End a session idle too long, too old, or whose staff member is gone or disabled."""
     if request.endpoint == "backoffice.static":
         return
-    if session.get("_user_id") and not current_user.is_authenticated:
+    if not session.get("_user_id"):
+        return
+    now = time.time()
+    if _expired(now):
+        log.info("back-office session of staff %s ended: idle or too old",
+                 session.get("_user_id"))
+        logout_user()
+        restart_session()
+        flash(str(_l("Your session has ended. Please log in again.")), "info")
+        return
+    session[SEEN] = int(now)
+    if not current_user.is_authenticated:
         log.info("back-office session of staff %s ended: account disabled or removed",
                  session.get("_user_id"))
         restart_session()

@@ -1,4 +1,10 @@
-"""Logging in and out, and the language of the back office."""
+"""Logging in and out, and the language of the back office.
+
+Failed logins are counted by ``server.staff.lockout`` through ``verify_staff``: for the name
+typed (known or not) and for the client's address. An unknown name and a wrong password get
+the same message; a lock says only that there were too many attempts and when to try again,
+for a name that exists or not, and refuses the right password too.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
+from flask_babel import ngettext
 from flask_login import current_user, login_user, logout_user
 
 from server.api.problems import Problem
@@ -27,6 +34,7 @@ from server.backoffice.security import (
     load_staff,
     local_url,
     restart_session,
+    start_session,
 )
 from server.db import main_session
 from server.devices.auth import verify_staff
@@ -49,15 +57,26 @@ def login():
     try:
         member = verify_staff(main_session(), (form.username.data or "").strip(),
                               form.password.data or "")
-    except Problem:
+    except Problem as exc:
+        if exc.slug == "staff-locked-out":
+            return _locked_out(form, next_url, int(exc.extra.get("retry_after", 60)))
         log.info("back-office login refused")
         return render_template(T + "login.html", form=form, next_url=next_url, error=_(
             "Unknown user name or wrong password.")), 200
     restart_session()  # a new session for the new login: nothing carried over
     login_user(load_staff(member.id))
-    session.permanent = True  # ends after PERMANENT_SESSION_LIFETIME without a request
+    start_session()  # ends after PERMANENT_SESSION_LIFETIME idle, or BACKOFFICE_SESSION_MAX
     log.info("back-office login: staff %s (%s)", member.id, member.role)
     return redirect(next_url or url_for(".index"), 303)
+
+
+def _locked_out(form, next_url: str | None, seconds: int):
+    """The login page saying when to try again (the same for a name that exists or not)."""
+    minutes = max(1, -(-seconds // 60))  # rounded up: never "try again in 0 minutes"
+    error = ngettext("Too many failed attempts. Try again in %(num)d minute.",
+                     "Too many failed attempts. Try again in %(num)d minutes.", minutes)
+    return (render_template(T + "login.html", form=form, next_url=next_url, error=error), 429,
+            {"Retry-After": str(seconds)})
 
 
 @bp.post("/logout")

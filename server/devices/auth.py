@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from server.api.problems import Problem
 from server.db import main_session
 from server.devices.models import Device
+from server.staff import lockout
 from server.staff.models import Staff
 from server.stores.models import Store
 
@@ -98,12 +99,20 @@ def _basic(value: str) -> tuple[str, str]:
     return user, password
 
 
-def verify_staff(session: Session, username: str, password: str) -> StaffMember:
-    """Check a staff credential with argon2.
+def verify_staff(session: Session, username: str, password: str, *,
+                 source: dict[str, int] | None = None) -> StaffMember:
+    """Check a staff credential with argon2, unless the name or ``source`` is locked out.
+
+    ``source`` is where the attempt comes from, as a lockout subject (``lockout.device(id)``);
+    by default the client's address. The lock is checked first (one indexed query, nothing
+    verified while locked); a failure is counted for the name and the source.
 
     Raises:
-        Problem: ``invalid-credentials``, the same for a wrong user or password.
+        Problem: ``invalid-credentials``, the same for a wrong user or password;
+            ``staff-locked-out`` (with ``retry_after``), known name or not.
     """
+    subjects = {**lockout.user(username), **(source or lockout.address())}
+    lockout.check(session, subjects)
     row = session.execute(
         select(Staff.id, Staff.username, Staff.role, Staff.password_hash)
         .where(Staff.username == username, Staff.disabled_at.is_(None))
@@ -113,6 +122,7 @@ def verify_staff(session: Session, username: str, password: str) -> StaffMember:
     except (VerificationError, InvalidHashError):
         row = None
     if row is None:
+        lockout.fail(session, subjects)
         raise Problem("invalid-credentials", "unknown staff member or wrong password")
     return StaffMember(row.id, row.username, row.role)
 
@@ -140,7 +150,9 @@ def authenticate() -> Principal:
         c_scheme, _, c_value = confirm.partition(" ")
         if confirm:
             if c_scheme.lower() == "basic":
-                staff = verify_staff(session, *_basic(c_value.strip()))
+                # counted against the device, which its key has already identified
+                staff = verify_staff(session, *_basic(c_value.strip()),
+                                     source=lockout.device(row.id))
             elif c_scheme.lower() == "session" and row.role == "kiosk":
                 from server.staff.kiosk import staff_of_session
 

@@ -6,9 +6,10 @@ device: it is worth nothing on another kiosk, and nothing after ``KIOSK_STAFF_SE
 seconds. The staff row is read again at every use, so a disabled account or a changed role
 counts at once.
 
-Failed attempts are rows in ``auth_failures`` (every worker sees them): five for one name or
-one card within ``STAFF_LOCKOUT_WINDOW`` lock it; twenty from one kiosk lock the kiosk's
-staff mode, so nobody can try every PIN by changing names.
+Failed attempts are counted by ``server.staff.lockout`` (every worker sees them): five for one
+name or one card within ``STAFF_LOCKOUT_WINDOW`` lock it (a name's count is shared with the
+back office and the API's password checks); twenty from one kiosk lock the kiosk's staff
+mode, so nobody can try every PIN by changing names.
 """
 
 from __future__ import annotations
@@ -20,18 +21,18 @@ from functools import cache
 
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.api.problems import Problem
 from server.db import utcnow
 from server.devices.auth import Principal, StaffMember, hash_password, verify_password
 from server.secrets_file import app_secret_key
-from server.staff.models import AuthFailure, Staff
+from server.staff import lockout
+from server.staff.models import Staff
 
 SALT = "loyalty.kiosk-staff-session"
 PIN_PATTERN = r"^[0-9]{4,8}$"
-failures = AuthFailure.__table__
 
 
 def card_uid_hash(uid: str) -> str:
@@ -47,34 +48,6 @@ def _ttl() -> int:
     return int(current_app.config["KIOSK_STAFF_SESSION"])
 
 
-def _window() -> timedelta:
-    return timedelta(seconds=int(current_app.config["STAFF_LOCKOUT_WINDOW"]))
-
-
-def _recent_failures(main: Session, subject: str) -> int:
-    return main.scalar(select(func.count()).select_from(failures).where(
-        failures.c.subject == subject, failures.c.at > utcnow() - _window())) or 0
-
-
-def _check_lock(main: Session, subjects: dict[str, int]) -> None:
-    for subject, limit in subjects.items():
-        if _recent_failures(main, subject) >= limit:
-            oldest = main.scalar(select(func.min(failures.c.at)).where(
-                failures.c.subject == subject, failures.c.at > utcnow() - _window()))
-            retry = max(1, int((oldest + _window() - utcnow()).total_seconds()) + 1)
-            raise Problem("staff-locked-out", "too many failed attempts: wait, or ask a manager",
-                          retry_after=retry)
-
-
-def _fail(main: Session, subjects: dict[str, int]) -> None:
-    """Count a failure for each subject, committed on its own (the request answers 401)."""
-    now = utcnow()
-    with Session(main.get_bind()) as own:
-        own.execute(insert(failures), [{"subject": s, "at": now} for s in subjects])
-        own.execute(delete(failures).where(failures.c.at < now - 4 * _window()))
-        own.commit()
-
-
 def open_session(main: Session, device: Principal, *, uid: str | None = None,
                  username: str | None = None, pin: str | None = None) -> dict:
     """Check a staff card or a name and PIN; return a session token for this kiosk.
@@ -82,17 +55,16 @@ def open_session(main: Session, device: Principal, *, uid: str | None = None,
     Raises:
         Problem: ``invalid-credentials`` or ``staff-locked-out`` (with ``retry_after``).
     """
-    config = current_app.config
-    subjects = {f"device:{device.id}": int(config["STAFF_LOCKOUT_DEVICE"])}
+    subjects = lockout.device(device.id)
     if uid:
         digest = card_uid_hash(uid)
-        subjects[f"card:{digest[:32]}"] = int(config["STAFF_LOCKOUT_ATTEMPTS"])
-        _check_lock(main, subjects)
+        subjects.update(lockout.card(digest))
+        lockout.check(main, subjects)
         row = main.execute(select(Staff.id, Staff.username, Staff.role).where(
             Staff.card_uid_hash == digest, Staff.disabled_at.is_(None))).first()
     else:
-        subjects[f"user:{(username or '').lower()[:64]}"] = int(config["STAFF_LOCKOUT_ATTEMPTS"])
-        _check_lock(main, subjects)
+        subjects.update(lockout.user(username))
+        lockout.check(main, subjects)
         row = main.execute(select(Staff.id, Staff.username, Staff.role, Staff.pin_hash).where(
             Staff.username == username, Staff.disabled_at.is_(None))).first()
         try:
@@ -101,7 +73,7 @@ def open_session(main: Session, device: Principal, *, uid: str | None = None,
         except Problem:
             row = None
     if row is None:
-        _fail(main, subjects)
+        lockout.fail(main, subjects)
         raise Problem("invalid-credentials", "unknown staff card, or wrong name or PIN")
     ttl = _ttl()
     token = _serializer().dumps({"s": row.id, "d": device.id})
