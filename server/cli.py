@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -15,14 +16,21 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.cards.sun_keys import sun_cli
-from server.devices.auth import hash_key, hash_password, new_device_key
+from server.devices import service as devices
+from server.devices.auth import hash_key
 from server.devices.models import ROLES as DEVICE_ROLES
 from server.devices.models import Device
 from server.keys.cli import keys_cli
 from server.privacy.cli import privacy_cli
+from server.staff import service as staff
 from server.staff.models import ROLES as STAFF_ROLES
 from server.staff.models import Staff
+from server.stores import service as stores
 from server.stores.models import Store
+from server.stores.service import Refused
+
+# how the audit log names a change made from the command line, and where
+CLI = "cli"
 
 
 def _main() -> Session:
@@ -62,6 +70,17 @@ def stores_cli() -> None:
     pass
 
 
+@contextmanager
+def _change() -> Iterator[Session]:
+    """A session for one administration change: a refusal becomes the CLI's error message."""
+    with _main() as session:
+        try:
+            yield session
+        except Refused as exc:
+            raise click.ClickException(str(exc)) from None
+        session.commit()
+
+
 @stores_cli.command("add")
 @click.option("--code", required=True, help="Short unique code, e.g. PARIS-01")
 @click.option("--name", required=True)
@@ -72,21 +91,50 @@ def stores_cli() -> None:
                                  "(default: DEFAULT_COUNTRY)")
 def stores_add(code: str, name: str, allow_uid_only: bool, country: str | None) -> None:
     country = (country or current_app.config["DEFAULT_COUNTRY"]).upper()
-    with _main() as session:
-        if session.scalar(select(Store.id).where(Store.code == code)):
-            raise click.ClickException(f"store {code} exists already")
-        session.add(Store(code=code, name=name, allow_uid_only=allow_uid_only,
-                          country=country))
-        session.commit()
+    with _change() as session:
+        stores.add(session, code=code, name=name, country=country,
+                   allow_uid_only=allow_uid_only, actor=CLI, view=CLI)
     click.echo(f"store {code} added")
 
 
+@stores_cli.command("edit", help="Change a store's name, country or UID-only setting.")
+@click.argument("code")
+@click.option("--name", default=None)
+@click.option("--country", type=click.Choice(["FR", "LT"], case_sensitive=False), default=None)
+@click.option("--allow-uid-only/--no-allow-uid-only", default=None)
+def stores_edit(code: str, name: str | None, country: str | None,
+                allow_uid_only: bool | None) -> None:
+    with _change() as session:
+        store = stores.by_code(session, code)
+        changed = stores.edit(
+            session, store, name=store.name if name is None else name,
+            country=store.country if country is None else country,
+            allow_uid_only=store.allow_uid_only if allow_uid_only is None else allow_uid_only,
+            actor=CLI, view=CLI)
+    click.echo(f"store {code}: " + (", ".join(changed) + " changed" if changed
+                                     else "nothing changed"))
+
+
+@stores_cli.command("list", help="Stores, with their active devices and enabled staff.")
+def stores_list() -> None:
+    with _main() as session:
+        rows = stores.list_stores(session)
+    for row in rows:
+        uid = "\tuid-only" if row.allow_uid_only else ""
+        click.echo(f"{row.code}\t{row.country}\t{row.devices} devices\t{row.staff} staff\t"
+                   f"{row.name}{uid}")
+
+
 def add_device(session: Session, store_code: str, role: str, name: str) -> str:
-    store_id = session.scalar(select(Store.id).where(Store.code == store_code))
-    if store_id is None:
-        raise click.ClickException(f"no store {store_code}; add it with 'stores add'")
-    key, digest = new_device_key()
-    session.add(Device(store_id=store_id, role=role, name=name, key_hash=digest))
+    """Register a device and commit; its key. For the set-up of tests (no audit key yet)."""
+    try:
+        _device, key = devices.register(session, store=stores.by_code(session, store_code),
+                                        role=role, name=name, actor="")
+    except Refused as exc:
+        if exc.code == "store-unknown":
+            raise click.ClickException(f"no store {store_code}; add it with 'stores add'") \
+                from None
+        raise click.ClickException(str(exc)) from None
     session.commit()
     return key
 
@@ -101,8 +149,14 @@ def devices_cli() -> None:
 @click.option("--role", type=click.Choice(DEVICE_ROLES), required=True)
 @click.option("--name", required=True)
 def devices_add(store_code: str, role: str, name: str) -> None:
-    with _main() as session:
-        key = add_device(session, store_code, role, name)
+    with _change() as session:
+        try:
+            store = stores.by_code(session, store_code)
+        except Refused:
+            raise click.ClickException(f"no store {store_code}; add it with 'stores add'") \
+                from None
+        _device, key = devices.register(session, store=store, role=role, name=name, actor=CLI,
+                                        view=CLI)
     click.echo(f"{role} {name!r} added to {store_code}; its key is shown once, keep it safe:")
     click.echo(key)
 
@@ -110,14 +164,8 @@ def devices_add(store_code: str, role: str, name: str) -> None:
 @devices_cli.command("revoke", help="Refuse a device key from now on.")
 @click.argument("device_id", type=int)
 def devices_revoke(device_id: int) -> None:
-    from server.db import utcnow
-
-    with _main() as session:
-        device = session.get(Device, device_id)
-        if device is None:
-            raise click.ClickException(f"no device {device_id}")
-        device.revoked_at = utcnow()
-        session.commit()
+    with _change() as session:
+        devices.revoke(session, devices.get(session, device_id), actor=CLI, view=CLI)
     click.echo(f"device {device_id} revoked")
 
 
@@ -125,26 +173,21 @@ def devices_revoke(device_id: int) -> None:
                                     "readers and offline queue were then.")
 def devices_list() -> None:
     with _main() as session:
-        rows = session.execute(select(Device.id, Device.role, Device.name, Store.code,
-                                      Device.revoked_at, Device.last_seen_at, Device.health)
-                               .join(Store)).all()
+        rows = devices.list_devices(session)
     for row in rows:
-        state = "revoked" if row.revoked_at else "active"
+        state = "revoked" if row.revoked_at else ("stale" if row.stale else "active")
         seen = row.last_seen_at.isoformat(timespec="seconds") if row.last_seen_at else "never"
-        health = row.health or {}
-        readers = health.get("readers") or []
-        ready = sum(1 for r in readers if r.get("status") == "ready")
-        queue = health.get("queue") or {}
-        report = f"readers {ready}/{len(readers)} ready" if readers else "-"
-        if queue.get("depth") or queue.get("failed"):
-            report += f", queue {queue.get('depth', 0)} waiting {queue.get('failed', 0)} refused"
-        click.echo(f"{row.id}\t{row.role}\t{row.code}\t{state}\tseen {seen}\t{report}\t"
-                   f"{row.name}")
+        click.echo(f"{row.id}\t{row.role}\t{row.store_code}\t{state}\tseen {seen}\t"
+                   f"{row.report()}\t{row.name}")
 
 
 @click.group("staff", cls=AppGroup, help="Staff accounts.")
 def staff_cli() -> None:
     pass
+
+
+def _store_or_none(session: Session, store_code: str | None):
+    return stores.by_code(session, store_code) if store_code else None
 
 
 @staff_cli.command("add")
@@ -155,27 +198,68 @@ def staff_cli() -> None:
                        help="Prompted for when not given; LOYALTY_STAFF_PASSWORD also works",
                        envvar="LOYALTY_STAFF_PASSWORD")
 def staff_add(username: str, role: str, store_code: str | None, password: str) -> None:
-    if len(password) < 10:
-        raise click.ClickException("a staff password has at least 10 characters")
-    with _main() as session:
-        if session.scalar(select(Staff.id).where(Staff.username == username)):
-            raise click.ClickException(f"staff member {username} exists already")
-        store_id = None
-        if store_code:
-            store_id = session.scalar(select(Store.id).where(Store.code == store_code))
-            if store_id is None:
-                raise click.ClickException(f"no store {store_code}")
-        session.add(Staff(username=username, role=role, store_id=store_id,
-                          password_hash=hash_password(password)))
-        session.commit()
+    with _change() as session:
+        staff.add(session, username=username, role=role,
+                  store=_store_or_none(session, store_code), password=password, actor=CLI,
+                  view=CLI)
     click.echo(f"staff member {username} ({role}) added")
 
 
-def _staff_row(session, username: str) -> Staff:
-    staff = session.scalar(select(Staff).where(Staff.username == username))
-    if staff is None:
-        raise click.ClickException(f"no staff member {username}")
-    return staff
+@staff_cli.command("list", help="Staff accounts, their role, store, PIN and card.")
+def staff_list() -> None:
+    with _main() as session:
+        rows = staff.list_staff(session)
+    for row in rows:
+        state = "disabled" if row.disabled_at else "active"
+        extras = ", ".join(x for x, has in (("PIN", row.has_pin), ("card", row.has_card))
+                           if has) or "-"
+        click.echo(f"{row.username}\t{row.role}\t{row.store_code or '-'}\t{state}\t{extras}")
+
+
+@staff_cli.command("change", help="Give a staff member another role or store.")
+@click.argument("username")
+@click.option("--role", type=click.Choice(STAFF_ROLES), default=None)
+@click.option("--store", "store_code", default=None, help="A store code; '-' for none")
+def staff_change(username: str, role: str | None, store_code: str | None) -> None:
+    with _change() as session:
+        member = staff.by_username(session, username)
+        store = (None if store_code == "-" else stores.by_code(session, store_code)) \
+            if store_code else (stores.get(session, member.store_id) if member.store_id
+                                else None)
+        changed = staff.change(session, member, role=role or member.role, store=store,
+                               actor=CLI, view=CLI)
+    click.echo(f"staff member {username}: " + (", ".join(changed) + " changed" if changed
+                                                else "nothing changed"))
+
+
+@staff_cli.command("disable", help="Disable an account: out at once, everywhere.")
+@click.argument("username")
+def staff_disable(username: str) -> None:
+    with _change() as session:
+        staff.set_enabled(session, staff.by_username(session, username), False, actor=CLI,
+                          view=CLI)
+    click.echo(f"staff member {username} disabled")
+
+
+@staff_cli.command("enable", help="Enable a disabled account again.")
+@click.argument("username")
+def staff_enable(username: str) -> None:
+    with _change() as session:
+        staff.set_enabled(session, staff.by_username(session, username), True, actor=CLI,
+                          view=CLI)
+    click.echo(f"staff member {username} enabled")
+
+
+@staff_cli.command("password", help="Give a staff member a new password (lifts a lockout).")
+@click.argument("username")
+@click.password_option("--password", prompt=True, confirmation_prompt=True,
+                       help="Prompted for when not given; LOYALTY_STAFF_PASSWORD also works",
+                       envvar="LOYALTY_STAFF_PASSWORD")
+def staff_password(username: str, password: str) -> None:
+    with _change() as session:
+        staff.reset_password(session, staff.by_username(session, username), password,
+                             actor=CLI, view=CLI)
+    click.echo(f"staff member {username}: password changed")
 
 
 @staff_cli.command("pin")
@@ -185,14 +269,9 @@ def _staff_row(session, username: str) -> Staff:
 @click.option("--clear", is_flag=True, help="Remove the PIN: no staff mode by PIN")
 def staff_pin(username: str, pin: str, clear: bool) -> None:
     """Set the PIN that opens staff mode on a kiosk (with the staff name)."""
-    from server.staff.kiosk import PIN_PATTERN
-
-    if not clear and not re.fullmatch(PIN_PATTERN, pin or ""):
-        raise click.ClickException("a staff PIN has 4 to 8 digits")
-    with _main() as session:
-        staff = _staff_row(session, username)
-        staff.pin_hash = None if clear else hash_password(pin)
-        session.commit()
+    with _change() as session:
+        staff.set_pin(session, staff.by_username(session, username), None if clear else pin,
+                      actor=CLI, view=CLI)
     click.echo(f"staff member {username}: PIN {'removed' if clear else 'set'}")
 
 
@@ -202,18 +281,11 @@ def staff_pin(username: str, pin: str, clear: bool) -> None:
 @click.option("--clear", is_flag=True, help="Forget the staff card")
 def staff_card(username: str, uid: str | None, clear: bool) -> None:
     """Register the staff card whose tap opens staff mode on a kiosk (stored hashed)."""
-    from server.staff.kiosk import card_uid_hash
-
-    if not clear and not re.fullmatch(r"[0-9A-Fa-f]{8,20}", uid or ""):
+    if not clear and not uid:
         raise click.ClickException("give --uid as 8 to 20 hex digits, or --clear")
-    with _main() as session:
-        staff = _staff_row(session, username)
-        digest = None if clear else card_uid_hash(uid)
-        if digest and session.scalar(select(Staff.id).where(Staff.card_uid_hash == digest,
-                                                            Staff.id != staff.id)):
-            raise click.ClickException("this card belongs to another staff member")
-        staff.card_uid_hash = digest
-        session.commit()
+    with _change() as session:
+        staff.set_card(session, staff.by_username(session, username), None if clear else uid,
+                       actor=CLI, view=CLI)
     click.echo(f"staff member {username}: staff card {'forgotten' if clear else 'registered'}")
 
 
@@ -229,30 +301,30 @@ def demo_cli() -> None:
 def demo_init(path: str | None) -> None:
     path = Path(path or Path(current_app.config["INSTANCE_PATH"]) / "demo-credentials.json")
     saved = json.loads(path.read_text()) if path.exists() else {}
-    with _main() as session:
+    with _change() as session:
         if not session.scalar(select(Store.id).where(Store.code == "DEMO")):
-            session.add(Store(code="DEMO", name="Demo shop"))
-            session.commit()
+            stores.add(session, code="DEMO", name="Demo shop",
+                       country=current_app.config["DEFAULT_COUNTRY"], actor=CLI, view=CLI)
             click.echo("store DEMO added")
+        demo = stores.by_code(session, "DEMO")
         for role in DEVICE_ROLES:
             key = saved.get(f"{role}_key")
             known = key and session.scalar(select(Device.id).where(
                 Device.key_hash == hash_key(key), Device.revoked_at.is_(None)))
             if not known:
-                saved[f"{role}_key"] = add_device(session, "DEMO", role, f"demo {role}")
+                _device, saved[f"{role}_key"] = devices.register(
+                    session, store=demo, role=role, name=f"demo {role}", actor=CLI, view=CLI)
                 click.echo(f"{role} device added")
-        if not session.scalar(select(Staff.id).where(Staff.username == "admin")):
-            saved["admin_password"] = secrets.token_urlsafe(12)
-            session.add(Staff(username="admin", role="admin",
-                              password_hash=hash_password(saved["admin_password"])))
-            session.commit()
-            click.echo("staff member admin added")
         admin = session.scalar(select(Staff).where(Staff.username == "admin"))
+        if admin is None:
+            saved["admin_password"] = secrets.token_urlsafe(12)
+            admin = staff.add(session, username="admin", role="admin", store=None,
+                              password=saved["admin_password"], actor=CLI, view=CLI)
+            click.echo("staff member admin added")
         if admin.pin_hash is None or "admin_pin" not in saved:
             # staff mode on the demo kiosk: name "admin" and this PIN
             saved["admin_pin"] = f"{secrets.randbelow(10**6):06d}"
-            admin.pin_hash = hash_password(saved["admin_pin"])
-            session.commit()
+            staff.set_pin(session, admin, saved["admin_pin"], actor=CLI, view=CLI)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
@@ -273,13 +345,14 @@ def programme_load(path) -> None:
 
     with _main() as session:
         try:
-            version, programme = programmes.load(session, path.read(), "cli")
+            version, programme = programmes.load(session, path.read(), CLI)
         except Problem as exc:
             # each problem with its path (tiers[1].threshold: ...), as the API answers them
             found = [f"  {e['field']}: {e['message']}" if e["field"] else f"  {e['message']}"
                      for e in exc.extra.get("errors", [])]
             raise click.ClickException("\n".join([f"not loaded: {exc.detail}", *found])) \
                 from None
+        stores.record_change(session, CLI, "programme.load", CLI, {"version": version})
         session.commit()
     click.echo(f"programme version {version} in force: {len(programme.tiers)} tiers, "
                f"{len(programme.rewards)} rewards")
