@@ -28,6 +28,7 @@ from server.staff.models import Staff
 from server.stores import service as stores
 from server.stores.models import Store
 from server.stores.service import Refused
+from server.tickets.cli import products_cli
 
 # how the audit log names a change made from the command line, and where
 CLI = "cli"
@@ -50,6 +51,7 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(privacy_cli)
     app.cli.add_command(sun_cli)
     app.cli.add_command(keys_cli)
+    app.cli.add_command(products_cli)
 
 
 @click.group("db", cls=AppGroup, help="Database schema.")

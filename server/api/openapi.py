@@ -31,6 +31,7 @@ from server.loyalty.schemas import (
 from server.privacy.schemas import ConsentChangeIn, ErasureIn, RectifyIn, SearchIn
 from server.staff.schemas import KioskSessionIn, KioskSessionOut
 from server.taps.schemas import CustomerRecord, TapIn
+from server.tickets.schemas import NoteIn, NoteOut, TicketChangeIn, TicketIn, TicketOut, TicketsOut
 
 MODELS = (EnrolmentIn, EnrolmentOut, CardIn, CardOut, TapIn, CustomerRecord, PurchaseIn,
           PurchaseOut, RefundIn, RefundOut, RedemptionIn, RedemptionOut, AdjustmentIn,
@@ -199,8 +200,63 @@ def _privacy_paths() -> dict:
     }
 
 
+TICKET_MODELS = (TicketIn, TicketChangeIn, NoteIn, TicketOut, NoteOut, TicketsOut)
+TICKET_ID = [{"name": "ticket_id", "in": "path", "required": True,
+              "schema": {"type": "integer"}}]
+
+
+def _ticket_paths() -> dict:
+    """Warranty claims, support issues and complaints (staff: desk, manager, admin)."""
+    roles = "Roles: desk, manager, admin (staff credential). "
+
+    def read(summary: str, out: str, *problems: str) -> dict:
+        return {"summary": summary, "description": roles.strip(),
+                "security": [{"staffBasic": []}],
+                "responses": {"200": {"description": "OK", "content": {
+                    "application/json": {"schema": _ref(out)}}}, **_problems(*AUTH, *problems)}}
+
+    def write(summary: str, description: str, body: str, out: str, *problems: str,
+              status: str) -> dict:
+        op = _plain(summary, roles + description, body, out, *problems, status=status)
+        op["security"] = [{"staffBasic": []}]
+        return op
+
+    return {
+        "/customers/{customer_id}/tickets": {
+            "parameters": CUSTOMER_ID,
+            "get": read("The customer's tickets, open ones first", "TicketsOut",
+                        "customer-not-found"),
+            "post": write(
+                "Open a warranty claim, a support issue or a complaint",
+                "A warranty claim names a purchase line of this customer: the product, "
+                "purchase date and warranty end (the product's warranty months from the "
+                "catalogue) are taken from it; `warranty` says in or out, never refused.",
+                "TicketIn", "TicketOut", "customer-not-found", "customer-erased",
+                "purchase-line-not-found", status="201"),
+        },
+        "/tickets/{ticket_id}": {
+            "parameters": TICKET_ID,
+            "get": read("One ticket with its history of notes and changes", "TicketOut",
+                        "ticket-not-found"),
+            "patch": write(
+                "Change the status, assignee or due date",
+                "Each change is kept in the history (who, when, before and after), with "
+                "`note` saying why. A closed ticket can only be reopened.",
+                "TicketChangeIn", "TicketOut", "ticket-not-found", "ticket-closed",
+                status="200"),
+        },
+        "/tickets/{ticket_id}/notes": {
+            "parameters": TICKET_ID,
+            "post": write("Add a note to the ticket's history",
+                          "Notes may hold personal details: erasure blanks them.",
+                          "NoteIn", "NoteOut", "ticket-not-found", "ticket-closed",
+                          status="201"),
+        },
+    }
+
+
 def build() -> dict:
-    _, schemas = models_json_schema([(m, "validation") for m in MODELS],
+    _, schemas = models_json_schema([(m, "validation") for m in MODELS + TICKET_MODELS],
                                     ref_template="#/components/schemas/{model}")
     components = schemas.get("$defs", {})
     components["Problem"] = {
@@ -298,5 +354,6 @@ def build() -> dict:
             }},
             **_privacy_paths(),
             **_kiosk_paths(),
+            **_ticket_paths(),
         },
     }

@@ -14,6 +14,7 @@ from server.loyalty.views import bp as loyalty_bp
 from server.privacy.views import bp as privacy_bp
 from server.staff.views import bp as staff_bp
 from server.taps.views import bp as taps_bp
+from server.tickets.views import bp as tickets_bp
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 api.register_blueprint(enrolment_bp)
@@ -24,6 +25,7 @@ api.register_blueprint(privacy_bp)
 api.register_blueprint(devices_bp)
 api.register_blueprint(customers_bp)
 api.register_blueprint(staff_bp)
+api.register_blueprint(tickets_bp)
 
 
 @api.get("/openapi.json")

@@ -31,6 +31,7 @@ from server.privacy import consent
 from server.privacy.models import AuditEntry
 from server.stores.models import Store
 from server.taps.models import Visit
+from server.tickets.models import Ticket, TicketNote
 from server.vault.service import read_personal_data
 
 FORMAT = "loyalty-customer-export/1"
@@ -81,6 +82,12 @@ def export(main: Session, vault: Session, customer_id: str) -> dict:
     for refund in refunds:
         refund["lines"] = [ln for ln in refund_lines if ln["refund_id"] == refund["id"]]
 
+    tickets = _rows(main, Ticket.__table__, Ticket.customer_id == customer_id, Ticket.id)
+    notes = _rows(main, TicketNote.__table__,
+                  TicketNote.ticket_id.in_([t["id"] for t in tickets]), TicketNote.id)
+    for ticket in tickets:
+        ticket["notes"] = [n for n in notes if n["ticket_id"] == ticket["id"]]
+
     return {
         "format": FORMAT,
         "generated_at": utcnow().isoformat(),
@@ -106,8 +113,8 @@ def export(main: Session, vault: Session, customer_id: str) -> dict:
         "imported_from": _rows(main, ImportedCustomer.__table__,
                                ImportedCustomer.customer_id == customer_id,
                                ImportedCustomer.source_id),
-        # warranty claims and support tickets join this document when they exist
-        "tickets": [],
+        # warranty claims, support issues and complaints, with their notes and changes
+        "tickets": tickets,
         # who has read or changed this customer's personal data
         "access_log": _rows(main, AuditEntry.__table__, AuditEntry.customer_id == customer_id,
                             AuditEntry.id),

@@ -2,7 +2,9 @@
 
 What goes: the vault row (ciphertext, the data key wrapped under the master key, the email
 and phone blind indexes), the PIN hash, the link to a legacy system's customer number, the
-NFC UIDs of the cards, survey answers in free text, staff notes on points adjustments.
+NFC UIDs of the cards, survey answers in free text, staff notes on points adjustments, and
+on tickets the notes' text, the subjects and the serial numbers (typed by staff, they may
+name the customer).
 What changes: every card is revoked (reason ``erased``); every consent is withdrawn in the
 ledger (channel ``erasure``). What stays, for the shop's statistics: the neutral customer id
 with its visits, purchases, points, tier, and the coarse profile it had.
@@ -24,6 +26,7 @@ from server.db import after_commit, databases, shred_wal, utcnow
 from server.loyalty.models import ImportedCustomer, PointsEntry
 from server.privacy import audit, consent
 from server.privacy.models import PURPOSES
+from server.tickets.models import Ticket, TicketNote
 from server.vault.service import destroy_personal_data
 
 # survey answers that are a choice code, a number or a yes/no stay; free text goes
@@ -73,6 +76,11 @@ def erase(main: Session, vault: Session, actor: str, customer_id: str,
     main.execute(update(PointsEntry).where(PointsEntry.customer_id == customer_id,
                                            PointsEntry.kind == "adjust")
                  .values(reason="(erased)"))
+    ticket_ids = select(Ticket.id).where(Ticket.customer_id == customer_id).scalar_subquery()
+    main.execute(update(TicketNote).where(TicketNote.ticket_id.in_(ticket_ids))
+                 .values(text=""))
+    main.execute(update(Ticket).where(Ticket.customer_id == customer_id)
+                 .values(subject="(erased)", serial_number=None))
     for response in main.scalars(select(SurveyResponse)
                                  .where(SurveyResponse.customer_id == customer_id)):
         kept = {k: v for k, v in response.answers.items() if _keep_answer(v)}

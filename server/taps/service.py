@@ -28,13 +28,17 @@ from server.cards.service import (
 from server.customers.models import Customer
 from server.customers.service import summary
 from server.devices.auth import Principal
+from server.loyalty import programmes
 from server.loyalty.record import count_visit, loyalty_view
 from server.stores.models import Store
 from server.taps import signals
 from server.taps.models import Visit
 from server.taps.schemas import TapIn
+from server.tickets.models import OPEN_STATUSES, Ticket
 
 cards, customers, visits = Card.__table__, Customer.__table__, Visit.__table__
+tickets = Ticket.__table__
+OPEN_TICKETS = 5
 
 
 def _card_by_uid(main: Session, device: Principal, uid: str):
@@ -89,6 +93,20 @@ def _previous_visit(main: Session, event_id: str):
                         .where(visits.c.event_id == event_id)).first()
 
 
+def open_tickets(main: Session, customer_id: str, now: datetime) -> list[dict]:
+    """The customer's open tickets, newest first (at most 5): one read of an index."""
+    _, programme = programmes.current(main)  # cached: the local date costs no query
+    today = now.astimezone(programme.zone).date()
+    rows = main.execute(
+        select(tickets.c.id, tickets.c.kind, tickets.c.status, tickets.c.subject,
+               tickets.c.due_date)
+        .where(tickets.c.customer_id == customer_id, tickets.c.status.in_(OPEN_STATUSES))
+        .order_by(tickets.c.created_at.desc(), tickets.c.id.desc()).limit(OPEN_TICKETS)).all()
+    return [{"id": r.id, "kind": r.kind, "status": r.status, "subject": r.subject,
+             "due_date": r.due_date.isoformat() if r.due_date else None,
+             "overdue": r.due_date is not None and r.due_date < today} for r in rows]
+
+
 def _record(main: Session, vault: Session, row, store_code: str, flags: list[str],
             visit_id: int, replayed: bool, now: datetime) -> dict:
     tier, points = main.execute(select(customers.c.tier, customers.c.points)
@@ -100,7 +118,7 @@ def _record(main: Session, vault: Session, row, store_code: str, flags: list[str
                  "generation": row.generation},
         **loyalty_view(main, row.customer_id, tier=tier, points=points, store_code=store_code,
                        now=now),
-        "open_tickets": [],
+        "open_tickets": open_tickets(main, row.customer_id, now),
         "flags": flags,
         "visit_id": visit_id,
         "replayed": replayed,
