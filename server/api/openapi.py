@@ -7,12 +7,15 @@ from pydantic.json_schema import models_json_schema
 from server.api.problems import PROBLEMS, TYPE_PREFIX
 from server.cards.schemas import (
     ActivationIn,
+    BlockIn,
     CardIn,
     CardLookupIn,
     CardOut,
+    CardStateOut,
     CustomerFound,
     CustomerLookupIn,
     CustomersFound,
+    UnblockIn,
     VoidIn,
     VoidOut,
 )
@@ -37,7 +40,8 @@ MODELS = (EnrolmentIn, EnrolmentOut, CardIn, CardOut, TapIn, CustomerRecord, Pur
           PurchaseOut, RefundIn, RefundOut, RedemptionIn, RedemptionOut, AdjustmentIn,
           AdjustmentOut, ConsentChangeIn, SearchIn, RectifyIn, ErasureIn, HeartbeatIn,
           HeartbeatOut, ActivationIn, VoidIn, VoidOut, CardLookupIn, CustomerLookupIn,
-          CustomerFound, CustomersFound, KioskSessionIn, KioskSessionOut)
+          CustomerFound, CustomersFound, KioskSessionIn, KioskSessionOut, BlockIn, UnblockIn,
+          CardStateOut)
 CARD = ("card-token-malformed", "card-token-version", "card-token-unknown-key",
         "card-token-forged", "card-not-found", "card-pending", "card-revoked", "card-superseded",
         "customer-not-found", "customer-erased")
@@ -138,6 +142,22 @@ def _kiosk_paths() -> dict:
             "Roles: the kiosk that issued the card, or desk staff. A till then answers 410 "
             "`card-revoked` with reason `void`.",
             "VoidIn", "VoidOut", "card-not-found", "staff-required", "card-not-pending")},
+        "/cards/{card_id}/block": {"parameters": CARD_ID, "post": _plain(
+            "Block a card (lost, stolen, damaged, other), with an optional note",
+            "Roles: desk, manager, admin. Every till then answers 410 `card-revoked` with the "
+            "reason, until the card is unblocked. Blocking a blocked card changes nothing. "
+            "Entered in the audit log (`card.block`, with the reason and the note: no "
+            "personal data in the note).",
+            "BlockIn", "CardStateOut", "card-not-found", "staff-required", "card-not-active")},
+        "/cards/{card_id}/unblock": {"parameters": CARD_ID, "post": _plain(
+            "Unblock a blocked card (found, blocked by mistake, other)",
+            "Roles: desk, manager, admin. The card works at the tills again. A replaced or "
+            "voided card, an erased customer's, one whose kind the customer has active again "
+            "(`card-exists`) or whose key was retired stays refused: issue a new card. "
+            "Unblocking an active card changes nothing. Entered in the audit log "
+            "(`card.unblock`).",
+            "UnblockIn", "CardStateOut", "card-not-found", "staff-required", "card-not-blocked",
+            "customer-erased", "card-exists", "card-token-unknown-key")},
         "/cards/lookup": {"post": _plain(
             "Whose card is this (any status): staff mode on a kiosk, the desk", desk,
             "CardLookupIn", "CustomerFound", *TOKEN, "sun-malformed", "sun-forged",

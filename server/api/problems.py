@@ -65,6 +65,9 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "sun-forged": (422, "The card's secure NFC (SUN) message does not verify"),
     "internal-error": (500, "Internal error"),
     "service-unavailable": (503, "The service is busy or a database is unreachable; try again"),
+    "card-not-active": (409, "Only an active card can be blocked"),
+    "card-not-blocked": (409, "This card is not blocked: a replaced or cancelled card cannot "
+                              "be unblocked"),
 }
 
 TYPE_PREFIX = "/api/v1/problems/"

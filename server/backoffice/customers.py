@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import logging
 import re
+import uuid
 
+import qrcode
+import qrcode.image.svg
 from flask import (
     Response,
+    current_app,
     flash,
+    redirect,
     render_template,
+    request,
+    url_for,
 )
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from markupsafe import Markup
 
+from server import db
 from server.api.problems import Problem
 from server.backoffice import queries
 from server.backoffice.blueprint import (
@@ -32,23 +42,38 @@ from server.backoffice.blueprint import (
 )
 from server.backoffice.forms import (
     FIELD_ERRORS,
+    BlockForm,
     ConsentForm,
     EraseForm,
     RectifyForm,
+    ReissueForm,
     SearchForm,
+    UnblockForm,
     parse,
     parse_customer_id,
 )
 from server.backoffice.security import (
     roles_required,
 )
+from server.cards import service as cards
+from server.cards import token
+from server.cards.models import Card
+from server.cards.schemas import BlockIn, CardIn, UnblockIn
+from server.cards.service import card_by_sun, card_by_token, is_sun_url
+from server.customers.lookup import customer_code
+from server.customers.models import Customer
 from server.db import main_session, vault_session
-from server.privacy import consent, erasure, service
+from server.privacy import audit, consent, erasure, service
 from server.privacy.schemas import ConsentChangeIn, ErasureIn, RectifyIn, SearchIn
 from server.privacy.service import ERASE_ROLES, READ_ROLES
 from server.privacy.views import render_export
+from server.staff.models import CARD_ROLES
 
 log = logging.getLogger(__name__)
+CARD_TOKEN = re.compile(r"[A-Z2-7]{32}")
+PHONE = re.compile(r"\+?[0-9 ().-]{6,24}")
+# built by the tickets feature: each purchase line links to a new warranty claim for it
+TICKET_ENDPOINT = "backoffice.new_ticket"
 nav("backoffice.index", _l("Find a customer"), READ_ROLES,
     also=("backoffice.search", "backoffice.customer"))
 
@@ -61,30 +86,94 @@ def index():
     return render_template(T + "search.html", form=SearchForm(formdata=None), results=None)
 
 
+def _what(text: str) -> str:
+    """What was typed or read: ``card``, ``email``, ``phone`` or ``name``."""
+    if "/" in text or CARD_TOKEN.fullmatch(text.upper()) or is_sun_url(text):
+        return "card"  # a card URL (pasted, or typed by a keyboard-wedge reader), or a token
+    if "@" in text:
+        return "email"
+    if PHONE.fullmatch(text):
+        return "phone"
+    return "name"
+
+
+def _code(text: str) -> str | None:
+    """The customer code typed, if it is one. A word of letters only (``Schwartz``,
+    ``Christian``) could be a name as well as a code: it is a code only if it is a
+    customer's, else it is searched as a name."""
+    code = customer_code(text) or parse_customer_id(text)
+    if code is None:
+        return None
+    if re.search(r"[\d-]", text) or main_session().get(Customer, code) is not None:
+        return code
+    return None
+
+
+def _search_error(form: SearchForm, message: str):
+    form.query.errors = [message]
+    return render_template(T + "search.html", form=form, results=None), 422
+
+
 @bp.post("/search")
 @roles_required(*READ_ROLES)
 def search():
-    """By customer number (straight to the page), or exactly by email or phone (audited)."""
+    """By customer code or card (straight to the page), or exactly by email, phone or name
+    (a list); every search is audited, naming the field searched, never the value."""
     form = SearchForm()
     text = (form.query.data or "").strip()
-    customer_id = parse_customer_id(text)
+    customer_id = _code(text)
     if customer_id:
         return back_to_customer(customer_id)
-    by = {"email": text} if "@" in text else {"phone": text}
-    req, _errors = parse(SearchIn, {**by, "country": form.country.data or None})
-    if req is None:
-        form.query.errors = [_("Type an email address, a phone number or a customer number "
-                               "(C-XXXX-XXXX).")]
-        return render_template(T + "search.html", form=form, results=None), 422
-    results = service.search(main_session(), vault_session(), principal(), email=req.email,
-                             phone=req.phone, country=req.country, view="backoffice:search")
-    return render_template(T + "search.html", form=form, results=results)
+    what = _what(text) if text else None
+    who = principal()
+    if what == "card":
+        try:
+            found = _card_owner(text)
+        except Problem as exc:
+            log.info("back-office card search refused: %s", exc.slug)
+            return _search_error(form, _("This card is not one of the programme's cards, or "
+                                         "it was read badly: read it again or type the "
+                                         "customer number."))
+        audit.record(main_session(), who.actor, "personal-data.search", None,
+                     view="backoffice:search", detail={"by": ["card"], "found": [found]})
+        return back_to_customer(found)
+    if what == "name" and who.role not in READ_ROLES:
+        what = None  # a role that does not see names does not search by them either
+    if what == "name" and not 2 <= len(text) <= 160:
+        what = None
+    req = None
+    if what in ("email", "phone"):
+        req, _errors = parse(SearchIn, {what: text, "country": form.country.data or None})
+    if req is None and what != "name":
+        return _search_error(form, _(
+            "Type a name, an email address, a phone number or a customer number "
+            "(C-XXXX-XXXX), or read the card on the desk reader."))
+    results = service.search(main_session(), vault_session(), who,
+                             email=req.email if req else None,
+                             phone=req.phone if req else None,
+                             country=req.country if req else None,
+                             name=text if what == "name" else None, view="backoffice:search")
+    return render_template(T + "search.html", form=form, results=results, by=what)
+
+
+def _card_owner(text: str) -> str:
+    """The customer of a card URL, SUN URL or token, whatever the card's status.
+
+    Raises:
+        Problem: a ``card-token-*`` or ``sun-*`` type, ``card-not-found``.
+    """
+    if is_sun_url(text):
+        row, _result = card_by_sun(main_session(), text)  # no counter claimed: not a visit
+    else:
+        row, _generation = card_by_token(main_session(), text)
+    return row.customer_id
 
 
 def _customer_page(customer_id: str, rectify: RectifyForm | None = None):
     """The customer page; its identity is read through the privacy service (audited)."""
     file = queries.customer_file(main_session(), vault_session(), principal(), customer_id,
-                                 view=SCREEN)
+                                 view=SCREEN, ledger_before=_before("ledger"),
+                                 purchases_before=_before("purchases"))
     texts = consent.texts()
     version = texts["current"]
     consents = ConsentForm(formdata=None)
@@ -99,10 +188,22 @@ def _customer_page(customer_id: str, rectify: RectifyForm | None = None):
             context = section.load(main_session(), vault_session(), who, customer_id)
             if context is not None:
                 sections.append((section, context))
+    reissue = ReissueForm(formdata=None)
+    reissue.event_id.data = str(uuid.uuid4())
     return render_template(T + "customer.html", file=file, customer_id=customer_id,
                            rectify=rectify, consents=consents, erase=EraseForm(formdata=None),
                            purposes=PURPOSES, version=version,
-                           texts=texts["versions"][version], sections=sections)
+                           texts=texts["versions"][version], sections=sections,
+                           can_cards=who.role in CARD_ROLES and file.customer.erased_at is None,
+                           block=BlockForm(formdata=None), unblock=UnblockForm(formdata=None),
+                           reissue=reissue,
+                           ticket_links=TICKET_ENDPOINT in current_app.view_functions)
+
+
+def _before(name: str) -> int | None:
+    """A page's ``?ledger=`` or ``?purchases=``: the id the older page starts below."""
+    value = request.args.get(name, "")
+    return int(value) if value.isdigit() and len(value) < 12 else None
 
 
 @bp.get("/customers/<customer_id>")
@@ -215,3 +316,123 @@ def erase(customer_id: str):
 
 
 
+# --------------------------------------------------------------------------- cards
+
+# what the desk is told when a card action is refused (by problem type)
+CARD_PROBLEMS = {
+    "card-not-found": _l("This card is not one of this customer's cards."),
+    "card-not-active": _l("Only an active card can be blocked."),
+    "card-not-blocked": _l("This card cannot be unblocked: it was replaced or cancelled. "
+                           "Issue a new card instead."),
+    "card-exists": _l("The customer already has another active card of this kind: block it "
+                      "first, or issue a new card."),
+    "card-token-unknown-key": _l("This card's security key has been retired: issue a new "
+                                 "card."),
+    "customer-erased": _l("This customer's personal data has been erased."),
+    "staff-required": _l("Your role may not change cards."),
+}
+
+
+def _card_refused(exc: Problem, customer_id: str):
+    """Undo what the refused action wrote; say why on the customer's page."""
+    db.finish_request(success=False)
+    log.info("back-office card action refused: %s", exc.slug)
+    flash(str(CARD_PROBLEMS.get(exc.slug, _l("This could not be done."))), "error")
+    return back_to_customer(customer_id)
+
+
+def _check_owner(result: dict, customer_id: str) -> None:
+    if result["customer_id"] != customer_id:  # a card id from another customer's page
+        raise Problem("card-not-found")
+
+
+@bp.post("/customers/<customer_id>/cards/block")
+@roles_required(*CARD_ROLES)
+def block_card(customer_id: str):
+    """Block a lost, stolen or damaged card: every till refuses it, with the reason."""
+    form = BlockForm()
+    req, _errors = parse(BlockIn, {"reason": form.reason.data,
+                                   "note": (form.note.data or "").strip() or None})
+    if req is None or not form.card_id.data:
+        flash(_("Choose why the card is blocked; a note is 200 characters at most."), "error")
+        return back_to_customer(customer_id)
+    try:
+        result = cards.block(main_session(), principal(), form.card_id.data, req.reason,
+                             req.note)
+        _check_owner(result, customer_id)
+    except Problem as exc:
+        return _card_refused(exc, customer_id)
+    flash(_("Card %(card)s is blocked: it is refused at every till.", card=result["card_id"]),
+          "ok")
+    return back_to_customer(customer_id)
+
+
+@bp.post("/customers/<customer_id>/cards/unblock")
+@roles_required(*CARD_ROLES)
+def unblock_card(customer_id: str):
+    """A blocked card works again (found, blocked by mistake)."""
+    form = UnblockForm()
+    req, _errors = parse(UnblockIn, {"reason": form.reason.data,
+                                     "note": (form.note.data or "").strip() or None})
+    if req is None or not form.card_id.data:
+        flash(_("Choose why the card is unblocked; a note is 200 characters at most."),
+              "error")
+        return back_to_customer(customer_id)
+    try:
+        result = cards.unblock(main_session(), principal(), form.card_id.data, req.reason,
+                               req.note)
+        _check_owner(result, customer_id)
+    except Problem as exc:
+        return _card_refused(exc, customer_id)
+    flash(_("Card %(card)s works again.", card=result["card_id"]), "ok")
+    return back_to_customer(customer_id)
+
+
+@bp.post("/customers/<customer_id>/cards/reissue")
+@roles_required(*CARD_ROLES)
+def reissue_card(customer_id: str):
+    """A new printed QR card, by the kiosk's rules: every other card stops at once."""
+    form = ReissueForm()
+    req, _errors = parse(CardIn, {"event_id": form.event_id.data, "kind": "qr",
+                                  "replace": True, "reason": form.reason.data})
+    if req is None:
+        flash(_("Choose why the card is replaced."), "error")
+        return back_to_customer(customer_id)
+    customer = main_session().get(Customer, customer_id)
+    if customer is not None and customer.erased_at is not None:
+        return _card_refused(Problem("customer-erased"), customer_id)
+    try:
+        result, created = cards.issue(main_session(), principal(), customer_id, req)
+    except Problem as exc:
+        return _card_refused(exc, customer_id)
+    if created:
+        flash(_("A new card was issued; the customer's other cards no longer work. Print it "
+                "and hand it over."), "ok")
+    return redirect(url_for(".print_card", customer_id=customer_id,
+                            card_id=result["card_id"]), 303)
+
+
+@bp.get("/customers/<customer_id>/cards/<card_id>/print")
+@roles_required(*CARD_ROLES)
+def print_card(customer_id: str, card_id: str):
+    """A QR card to print on any printer: its QR code (made here, as SVG) and its URL."""
+    card = main_session().get(Card, card_id)
+    if card is None or card.customer_id != customer_id:
+        raise Problem("card-not-found")
+    if card.kind != "qr" or card.status != "active":
+        flash(_("Only an active QR card can be printed."), "error")
+        return back_to_customer(customer_id)
+    key = cards.keyring().keys.get(card.key_id)
+    if key is None:
+        flash(str(CARD_PROBLEMS["card-token-unknown-key"]), "error")
+        return back_to_customer(customer_id)
+    url = cards.card_url(token.encode(card.key_id, key, bytes.fromhex(card.id),
+                                      card.generation))
+    # upper case: the QR code's alphanumeric mode, smaller modules for the same size
+    image = qrcode.make(url.upper(), image_factory=qrcode.image.svg.SvgPathImage, box_size=8)
+    buffer = io.BytesIO()
+    image.save(buffer)
+    svg = buffer.getvalue().decode()
+    svg = Markup(svg[svg.index("<svg"):])  # noqa: S704 - made by qrcode, not input
+    return render_template(T + "card_print.html", customer_id=customer_id, card=card,
+                           url=url, qr_svg=svg)

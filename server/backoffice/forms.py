@@ -65,8 +65,11 @@ class LoginForm(FlaskForm):
 
 
 class SearchForm(FlaskForm):
-    query = StringField(_l("Email, phone number or customer number"),
-                        render_kw={"autocomplete": "off", "autofocus": True})
+    # a card read on the desk reader arrives here too: a keyboard-wedge reader types the
+    # card's URL and Enter into the field that has the focus
+    query = StringField(_l("Name, card, email, phone number or customer number"),
+                        render_kw={"autocomplete": "off", "autofocus": True,
+                                   "spellcheck": "false"})
     country = SelectField(_l("Country of numbers typed without +33 or +370"), choices=[
         Choice("", _l("my store's country")), Choice("FR", _l("France")),
         Choice("LT", _l("Lithuania"))])
@@ -138,3 +141,35 @@ class AuditFilterForm(FlaskForm):
         csrf = False
 
     customer_id = StringField(_l("Customer number"))
+
+
+BLOCK_REASONS = [Choice("lost", _l("lost")), Choice("stolen", _l("stolen")),
+                 Choice("damaged", _l("damaged")), Choice("other", _l("another reason"))]
+NOTE_HINT = _l("Kept in the audit log: never put personal data here.")
+
+
+class BlockForm(FlaskForm):
+    """Block one card: a lost, stolen or damaged card is refused at every till."""
+
+    card_id = HiddenField()
+    reason = SelectField(_l("Why"), choices=BLOCK_REASONS)
+    note = StringField(_l("Note (optional)"), description=NOTE_HINT,
+                       render_kw={"maxlength": 200})
+
+
+class UnblockForm(FlaskForm):
+    card_id = HiddenField()
+    reason = SelectField(_l("Why"), choices=[
+        Choice("found", _l("the card was found")),
+        Choice("mistake", _l("it was blocked by mistake")),
+        Choice("other", _l("another reason"))])
+    note = StringField(_l("Note (optional)"), description=NOTE_HINT,
+                       render_kw={"maxlength": 200})
+
+
+class ReissueForm(FlaskForm):
+    """A new printed QR card; every other card of the customer stops working."""
+
+    # one id per page shown: a second click, or the page sent again, issues nothing more
+    event_id = HiddenField()
+    reason = SelectField(_l("Why"), choices=BLOCK_REASONS)

@@ -67,6 +67,36 @@ class VoidOut(BaseModel):
     reason: str | None
 
 
+Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+
+
+class BlockIn(BaseModel):
+    """Why a card is blocked; the note is kept in the audit log (no personal data)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Literal["lost", "stolen", "damaged", "other"]
+    note: Note | None = None
+
+
+class UnblockIn(BaseModel):
+    """Why a blocked card works again."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Literal["found", "mistake", "other"]
+    note: Note | None = None
+
+
+class CardStateOut(BaseModel):
+    card_id: str
+    customer_id: str
+    kind: str
+    status: str = Field(description="active, or revoked while blocked")
+    reason: str | None = Field(description="Why it is blocked (lost, stolen, damaged, other)")
+    replaced_by: str | None
+
+
 class CardLookupIn(BaseModel):
     """A card read at the desk: one of what a reader or scanner saw."""
 

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from server.api.problems import Problem
 from server.cards import sun, token
 from server.cards.keys import CardKeyring, load_keyring
-from server.cards.models import Card, CardFlag
+from server.cards.models import REASONS, Card, CardFlag
 from server.cards.schemas import CardIn
 from server.cards.sun_keys import SunKeyring, load_sun_keyring, verify_any
 from server.customers.models import Customer
@@ -210,6 +210,83 @@ def void(main: Session, principal: Principal, card_id: str, reason: str) -> dict
         raise Problem("card-not-pending", f"this card is {card.status}",
                       card_status=card.status)
     return {"card_id": card.id, "status": card.status, "reason": card.status_reason}
+
+
+def _staff_card(main: Session, principal: Principal, card_id: str) -> tuple[Card, Customer]:
+    """A card a desk, manager or admin is changing, locked for the change."""
+    if principal.staff is None or principal.staff.role not in CARD_ROLES:
+        raise Problem("staff-required", "blocking or unblocking a card needs a desk, manager "
+                      "or admin")
+    card = main.scalar(select(Card).where(Card.id == card_id).with_for_update())
+    if card is None:
+        raise Problem("card-not-found")
+    return card, main.get(Customer, card.customer_id)
+
+
+def _state(card: Card) -> dict:
+    return {"card_id": card.id, "customer_id": card.customer_id, "kind": card.kind,
+            "status": card.status, "reason": card.status_reason,
+            "replaced_by": card.replaced_by}
+
+
+def block(main: Session, principal: Principal, card_id: str, reason: str,
+          note: str | None = None) -> dict:
+    """Stop an active card (lost, stolen, damaged, other): every till answers 410
+    ``card-revoked`` with the reason until it is unblocked. Blocking it again changes nothing.
+
+    Raises:
+        Problem: ``staff-required``, ``card-not-found``, ``card-not-active``.
+    """
+    card, _customer = _staff_card(main, principal, card_id)
+    if card.status == "revoked" and card.replaced_by is None and card.status_reason in REASONS:
+        return _state(card)  # already blocked: a second click, a retried request
+    if card.status != "active":
+        raise Problem("card-not-active", f"this card is {card.status}", card_status=card.status)
+    card.status, card.status_reason, card.revoked_at = "revoked", reason, utcnow()
+    main.flush()
+    audit.record(main, principal.actor, "card.block", card.customer_id, view="cards",
+                 detail={"card": card.id, "reason": reason, "note": note or None})
+    return _state(card)
+
+
+def unblock(main: Session, principal: Principal, card_id: str, reason: str,
+            note: str | None = None) -> dict:
+    """Let a blocked card work again (found, blocked by mistake). A replaced, voided or
+    erased customer's card stays revoked; so does one whose kind the customer already has
+    active again, or whose key was retired meanwhile. Unblocking an active card changes
+    nothing.
+
+    Raises:
+        Problem: ``staff-required``, ``card-not-found``, ``card-not-blocked``,
+            ``customer-erased``, ``card-exists``, ``card-token-unknown-key``.
+    """
+    card, customer = _staff_card(main, principal, card_id)
+    if card.status == "active":
+        return _state(card)
+    if customer.erased_at is not None:
+        raise Problem("customer-erased")
+    if (card.status != "revoked" or card.replaced_by is not None
+            or card.status_reason not in REASONS):
+        state = "replaced" if card.replaced_by else card.status
+        raise Problem("card-not-blocked", f"this card is {state} ({card.status_reason}): "
+                      "issue a new card instead", card_status=card.status,
+                      replaced=card.replaced_by is not None)
+    other = main.scalar(select(Card.id).where(Card.customer_id == card.customer_id,
+                                              Card.kind == card.kind, Card.status == "active",
+                                              Card.id != card.id))
+    if other is not None:
+        raise Problem("card-exists", "the customer has another active card of this kind",
+                      card_id=other)
+    if keyring().keys.get(card.key_id) is None:
+        raise Problem("card-token-unknown-key",
+                      "this card's key has been retired: issue a replacement card")
+    blocked_for = card.status_reason
+    card.status, card.status_reason, card.revoked_at = "active", None, None
+    main.flush()
+    audit.record(main, principal.actor, "card.unblock", card.customer_id, view="cards",
+                 detail={"card": card.id, "reason": reason, "note": note or None,
+                         "was": blocked_for})
+    return _state(card)
 
 
 def card_by_token(main: Session, text: str):

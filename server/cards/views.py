@@ -7,7 +7,7 @@ from flask import Blueprint, g, jsonify, render_template
 from server.api.body import parse_body
 from server.api.replies import created
 from server.cards import service
-from server.cards.schemas import ActivationIn, CardIn, VoidIn
+from server.cards.schemas import ActivationIn, BlockIn, CardIn, UnblockIn, VoidIn
 from server.db import main_session
 from server.devices.auth import require
 
@@ -37,6 +37,22 @@ def void_card(card_id: str):
     """Give up a pending card whose write failed or was abandoned."""
     req = parse_body(VoidIn)
     return jsonify(service.void(main_session(), g.principal, card_id, req.reason))
+
+
+@bp.post("/cards/<card_id>/block")
+@require("desk", "manager", "admin")
+def block_card(card_id: str):
+    """Block a lost, stolen or damaged card: every till refuses it with the reason."""
+    req = parse_body(BlockIn)
+    return jsonify(service.block(main_session(), g.principal, card_id, req.reason, req.note))
+
+
+@bp.post("/cards/<card_id>/unblock")
+@require("desk", "manager", "admin")
+def unblock_card(card_id: str):
+    """A blocked card works again (found, blocked by mistake)."""
+    req = parse_body(UnblockIn)
+    return jsonify(service.unblock(main_session(), g.principal, card_id, req.reason, req.note))
 
 
 @public.get("/c/<card_token>")

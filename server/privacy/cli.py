@@ -7,7 +7,7 @@ import json
 import click
 from flask import current_app
 from flask.cli import AppGroup
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.customers.models import Customer
@@ -40,31 +40,18 @@ def verify_audit() -> None:
         raise SystemExit(1)
 
 
-@privacy_cli.command("reindex", help="Recompute every email and phone blind index "
-                                     "(after a change in how numbers are normalised).")
+@privacy_cli.command("reindex", help="Recompute every blind index: email, phone and names "
+                                     "(after a change in how values are normalised, or a "
+                                     "new index).")
 def reindex() -> None:
-    from server.vault.models import VaultRecord
-    from server.vault.service import index_columns, read_personal_data, vault_keys
+    from server.vault.service import reindex as reindex_vault
 
     dbs = current_app.extensions["loyalty.db"]
-    keys = vault_keys()
-    default = current_app.config["DEFAULT_COUNTRY"]
-    changed = 0
     with Session(dbs.main) as main, Session(dbs.vault) as vault:
+        # .all(): a Result has keys(), which dict() would take for a mapping's
         countries = dict(main.execute(
-            select(Customer.id, Store.country).join(Store, Store.id == Customer.home_store_id)))
-        rows = vault.execute(select(VaultRecord.customer_id, VaultRecord.email_index,
-                                    VaultRecord.phone_index)).all()
-        for row in rows:
-            data = read_personal_data(vault, row.customer_id)
-            if data is None:
-                continue
-            columns = index_columns(keys, data, countries.get(row.customer_id, default))
-            if (row.email_index, row.phone_index) != (columns["email_index"],
-                                                      columns["phone_index"]):
-                vault.execute(update(VaultRecord)
-                              .where(VaultRecord.customer_id == row.customer_id)
-                              .values(**columns))
-                changed += 1
+            select(Customer.id, Store.country).join(Store, Store.id == Customer.home_store_id))
+            .all())
+        rows, changed = reindex_vault(vault, countries, current_app.config["DEFAULT_COUNTRY"])
         vault.commit()
-    click.echo(f"{len(rows)} vault rows, {changed} re-indexed")
+    click.echo(f"{rows} vault rows, {changed} re-indexed")

@@ -51,19 +51,34 @@ def read(main: Session, vault: Session, principal: Principal, customer_id: str,
     return {"customer_id": customer_id, **data}
 
 
+# a name is common: at most this many customers are answered for one
+NAME_RESULTS = 50
+
+
 def search(main: Session, vault: Session, principal: Principal, *, email: str | None,
-           phone: str | None, country: str | None, view: str) -> list[dict]:
-    """Customers whose email or phone is exactly this; audited (which fields, not values)."""
-    ids = find_customers(vault, email=email, phone=phone,
-                         country=country or country_of(principal))
+           phone: str | None, country: str | None, view: str,
+           name: str | None = None) -> list[dict]:
+    """Customers whose email, phone or name is exactly this; audited (which fields, not
+    values). A name (last name, or "first last") only for the roles that see names.
+
+    Raises:
+        Problem: ``forbidden-role`` for a name search by a role that may not see names.
+    """
+    if name and principal.role not in READ_ROLES:
+        raise Problem("forbidden-role", f"a {principal.role} may not search customers by name")
+    ids = find_customers(vault, email=email, phone=phone, name=name,
+                         country=country or country_of(principal),
+                         limit=NAME_RESULTS if name else None)
     rows = main.execute(select(Customer.id, Customer.tier, Customer.points)
-                        .where(Customer.id.in_(ids), Customer.erased_at.is_(None))).all()
+                        .where(Customer.id.in_(ids), Customer.erased_at.is_(None))
+                        .order_by(Customer.id)).all()
     found = []
     for row in rows:
         found.append({"customer_id": row.id, "tier": row.tier, "points": row.points,
                       "display_name": display_name(read_personal_data(vault, row.id))})
     audit.record(main, principal.actor, "personal-data.search", None, view=view,
-                 detail={"by": [k for k, v in (("email", email), ("phone", phone)) if v],
+                 detail={"by": [k for k, v in (("email", email), ("phone", phone),
+                                               ("name", name)) if v],
                          "found": [f["customer_id"] for f in found]})
     return found
 

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import secrets
+import unicodedata
 from dataclasses import dataclass
 
 import phonenumbers
@@ -127,7 +128,29 @@ def normalise_phone(phone: str, country: str = "FR") -> str:
     return ("+" if text.startswith("+") else "") + re.sub(r"\D", "", text)
 
 
+def normalise_name(name: str) -> str:
+    """A name as the desk may type it: ``" JŪRATĖ  Kazlauskaitė "`` is jurate kazlauskaite.
+
+    Case folded, accents dropped (NFKD, combining marks removed), spaces collapsed; letters
+    without a decomposition (ł, ø, ß folded to ss) stay as they are.
+    """
+    decomposed = unicodedata.normalize("NFKD", name.casefold())
+    bare = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return " ".join(bare.split())
+
+
 def blind_index(keys: VaultKeys, kind: str, value: str, country: str = "FR") -> str:
-    """A keyed HMAC of a normalised value: exact lookup without storing the value."""
-    norm = normalise_email(value) if kind == "email" else normalise_phone(value, country)
+    """A keyed HMAC of a normalised value: exact lookup without storing the value.
+
+    ``kind`` is ``email``, ``phone``, ``last_name`` or ``full_name`` ("first last"); it is
+    part of the HMAC input, so equal texts of two kinds never share an index.
+    """
+    if kind == "email":
+        norm = normalise_email(value)
+    elif kind == "phone":
+        norm = normalise_phone(value, country)
+    elif kind in ("last_name", "full_name"):
+        norm = normalise_name(value)
+    else:
+        raise ValueError(f"no blind index of kind {kind!r}")
     return hmac.new(keys.index_key, f"{kind}:{norm}".encode(), hashlib.sha256).hexdigest()

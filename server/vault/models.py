@@ -19,5 +19,9 @@ class VaultRecord(VaultBase):
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)  # nonce + AES-GCM(JSON)
     email_index: Mapped[str | None] = mapped_column(String(64), index=True)
     phone_index: Mapped[str | None] = mapped_column(String(64), index=True)
+    # the normalised last name, and "first last" (server.vault.crypto.normalise_name): an
+    # exact name search at the desk without a readable name in the database
+    last_name_index: Mapped[str | None] = mapped_column(String(64), index=True)
+    full_name_index: Mapped[str | None] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from flask import current_app
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from server.db import on_main_failure, utcnow
@@ -16,6 +16,7 @@ from server.vault.crypto import (
     decrypt_record,
     encrypt_record,
     normalise_email,
+    normalise_name,
     normalise_phone,
 )
 from server.vault.models import VaultRecord
@@ -43,11 +44,20 @@ def vault_keys() -> VaultKeys:
 
 
 def index_columns(keys: VaultKeys, data: dict, country: str) -> dict:
+    """The blind indexes of one record: email, phone, last name and "first last"."""
+    first = (data.get("first_name") or "").strip()
+    last = (data.get("last_name") or "").strip()
     return {
         "email_index": blind_index(keys, "email", data["email"]) if data.get("email") else None,
         "phone_index": (blind_index(keys, "phone", data["phone"], country)
                         if data.get("phone") else None),
+        "last_name_index": blind_index(keys, "last_name", last) if last else None,
+        "full_name_index": (blind_index(keys, "full_name", f"{first} {last}")
+                            if first and last else None),
     }
+
+
+INDEXES = ("email_index", "phone_index", "last_name_index", "full_name_index")
 
 
 def normalised(data: dict, country: str) -> dict:
@@ -104,17 +114,50 @@ def destroy_personal_data(session: Session, customer_id: str) -> bool:
 
 
 def find_customers(session: Session, *, email: str | None = None, phone: str | None = None,
-                   country: str = "FR") -> list[str]:
-    """Customer ids whose email or phone is exactly this one (after normalisation)."""
+                   name: str | None = None, country: str = "FR",
+                   limit: int | None = None) -> list[str]:
+    """Customer ids whose email, phone or name is exactly this one (after normalisation).
+
+    A name is the last name alone or "first last", compared case- and accent-blind
+    (``normalise_name``): never a partial match, the vault holds no readable name.
+    """
     keys = vault_keys()
     query = select(VaultRecord.customer_id)
     if email:
         query = query.where(VaultRecord.email_index == blind_index(keys, "email", email))
     if phone:
         query = query.where(VaultRecord.phone_index == blind_index(keys, "phone", phone, country))
-    if not email and not phone:
+    if name and normalise_name(name):
+        query = query.where(or_(
+            VaultRecord.last_name_index == blind_index(keys, "last_name", name),
+            VaultRecord.full_name_index == blind_index(keys, "full_name", name)))
+    elif not email and not phone:
         return []
-    return list(session.scalars(query.order_by(VaultRecord.customer_id)))
+    query = query.order_by(VaultRecord.customer_id)
+    if limit is not None:
+        query = query.limit(limit)
+    return list(session.scalars(query))
+
+
+def reindex(session: Session, countries: dict[str, str], default: str) -> tuple[int, int]:
+    """Recompute every blind index (``flask privacy reindex``); ``(rows, rows changed)``.
+
+    ``countries`` maps customer ids to their home store's country (how phones are read).
+    """
+    keys = vault_keys()
+    rows = session.execute(select(VaultRecord.customer_id,
+                                  *(getattr(VaultRecord, c) for c in INDEXES))).all()
+    changed = 0
+    for row in rows:
+        data = read_personal_data(session, row.customer_id)
+        if data is None:
+            continue
+        columns = index_columns(keys, data, countries.get(row.customer_id, default))
+        if any(getattr(row, c) != columns[c] for c in INDEXES):
+            session.execute(update(VaultRecord).where(VaultRecord.customer_id == row.customer_id)
+                            .values(**columns))
+            changed += 1
+    return len(rows), changed
 
 
 def read_personal_data(session: Session, customer_id: str) -> dict | None:
