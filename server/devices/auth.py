@@ -104,8 +104,9 @@ def verify_staff(session: Session, username: str, password: str, *,
     """Check a staff credential with argon2, unless the name or ``source`` is locked out.
 
     ``source`` is where the attempt comes from, as a lockout subject (``lockout.device(id)``);
-    by default the client's address. The lock is checked first (one indexed query, nothing
-    verified while locked); a failure is counted for the name and the source.
+    by default the client's address. The lock is checked first, in one indexed query: checked
+    only after a wrong password, a locked name would still open to the right one, so guessing
+    would go on. Nothing is verified while locked; a failure counts for the name and source.
 
     Raises:
         Problem: ``invalid-credentials``, the same for a wrong user or password;
