@@ -71,6 +71,12 @@ def test_search_by_code_card_email_and_phone(app, api, creds):
                          reason="lost").get_json()
     assert _goes_to(o.post(BO + "/search", {"query": card["url"]}), cid)
     assert _goes_to(o.post(BO + "/search", {"query": new["url"]}), cid)
+    # an NFC card's UID, from a reader that types the UID
+    nfc = api.issue_card(cid, "nfc", headers=creds.h("kiosk", "desk1"),
+                         uid="04A1B2C3D4E5F6").get_json()
+    assert nfc["status"] == "active"
+    assert _goes_to(o.post(BO + "/search", {"query": "04a1b2c3d4e5f6"}), cid)
+    assert _searches(app)[-1].detail == {"by": ["card"], "found": [cid]}
     # a forged or unknown card is said on the page
     forged = card["url"][:-3] + ("AAA" if not card["url"].endswith("AAA") else "BBB")
     r = o.post(BO + "/search", {"query": forged})

@@ -24,6 +24,7 @@ from flask import (
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from markupsafe import Markup
+from sqlalchemy import select
 
 from server import db
 from server.api.problems import Problem
@@ -72,6 +73,7 @@ from server.staff.models import CARD_ROLES
 log = logging.getLogger(__name__)
 CARD_TOKEN = re.compile(r"[A-Z2-7]{32}")
 PHONE = re.compile(r"\+?[0-9 ().-]{6,24}")
+UID = re.compile(r"[0-9A-Fa-f]{8,20}")
 # built by the tickets feature: each purchase line links to a new warranty claim for it
 TICKET_ENDPOINT = "backoffice.new_ticket"
 nav("backoffice.index", _l("Find a customer"), READ_ROLES,
@@ -94,6 +96,8 @@ def _what(text: str) -> str:
         return "email"
     if PHONE.fullmatch(text):
         return "phone"
+    if UID.fullmatch(text) and re.search(r"\d", text):
+        return "card"  # a reader that types the chip's UID rather than its URL
     return "name"
 
 
@@ -157,11 +161,18 @@ def search():
 
 
 def _card_owner(text: str) -> str:
-    """The customer of a card URL, SUN URL or token, whatever the card's status.
+    """The customer of a card URL, SUN URL, token or NFC UID, whatever the card's status.
 
     Raises:
         Problem: a ``card-token-*`` or ``sun-*`` type, ``card-not-found``.
     """
+    if UID.fullmatch(text):
+        rows = main_session().execute(
+            select(Card.id, Card.customer_id, Card.status).where(Card.nfc_uid == text.upper())
+            .order_by(Card.issued_at.desc()).limit(10)).all()
+        if not rows:
+            raise Problem("card-not-found", "no card with this UID")
+        return ([r for r in rows if r.status == "active"] or rows)[0].customer_id
     if is_sun_url(text):
         row, _result = card_by_sun(main_session(), text)  # no counter claimed: not a visit
     else:
