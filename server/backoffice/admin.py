@@ -24,10 +24,9 @@ from sqlalchemy import select
 from wtforms import BooleanField, PasswordField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice as Choice
 
-import server.backoffice.tickets  # noqa: F401
 from server import db
 from server.api.problems import Problem
-from server.backoffice import customers, privacy_pages  # noqa: F401
+from server.backoffice import customers, privacy_pages, tickets  # noqa: F401 - in this order
 from server.backoffice.blueprint import ROLE_NAMES, T, bp, nav, principal
 from server.backoffice.security import roles_required
 from server.db import main_session, utcnow
@@ -46,8 +45,8 @@ A = T + "admin/"
 ADMIN_ROLES = ("admin",)
 PROGRAMME_ROLES = ("manager", "admin")
 
-# last in the header: the modules imported above (tickets, customers, privacy_pages) have added
-# their sections already
+# last in the header: the modules imported above (customers, privacy_pages, tickets, in this
+# order) have added their sections already
 nav("backoffice.admin_programme", _l("Programme"), PROGRAMME_ROLES,
     also=("backoffice.admin_programme_load", "backoffice.admin_programme_version"))
 nav("backoffice.admin_stores", _l("Stores"), ADMIN_ROLES,
