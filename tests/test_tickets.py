@@ -362,6 +362,7 @@ def test_back_office_list_filters_open_first_and_marks_overdue(app, api, creds, 
     assert [int(t) for _, t in rows] == [late, later]  # open ones, overdue first
     assert "overdue" in rows[0][0] and "overdue" not in rows[1][0]
     assert 'aria-current="page"' in body and ">Tickets</a>" in body
+    assert body.index(">Find a customer</a>") < body.index(">Tickets</a>")  # the header's order
 
     every = [int(t) for _, t in _rows(o.page(f"{BO}/tickets?status=all"))]
     assert every == [late, later, done]  # the closed one last

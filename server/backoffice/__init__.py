@@ -18,8 +18,8 @@ from flask import Blueprint
 def create_blueprint() -> Blueprint:
     """The back office with all its pages (the modules add their routes when imported)."""
     import server.backoffice.admin  # noqa: F401
-    import server.backoffice.tickets  # noqa: F401
     from server.backoffice import customers, privacy_pages, session_views  # noqa: F401
+    from server.backoffice import tickets as _tickets  # noqa: F401 - after customers (nav order)
     from server.backoffice.blueprint import bp
 
     return bp
