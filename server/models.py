@@ -1,6 +1,6 @@
 """Every model, imported once so that each metadata is complete (for Alembic and tests)."""
 
-from server.cards.models import Card
+from server.cards.models import Card, CardFlag
 from server.customers.models import Customer, SurveyResponse
 from server.devices.models import Device
 from server.loyalty.models import (
@@ -14,11 +14,13 @@ from server.loyalty.models import (
                                    RefundLine,
 )
 from server.privacy.models import AuditEntry, Consent
-from server.staff.models import Staff
+from server.staff.models import AuthFailure, Staff
 from server.stores.models import Store
 from server.taps.models import Visit
+from server.tickets.models import Product, Ticket, TicketNote
 from server.vault.models import VaultRecord
 
-__all__ = ["AuditEntry", "Card", "Consent", "Customer", "Device", "ImportedCustomer",
-           "PointsEntry", "ProgrammeVersion", "Purchase", "PurchaseLine", "Redemption", "Refund",
-           "RefundLine", "Staff", "Store", "SurveyResponse", "VaultRecord", "Visit"]
+__all__ = ["AuditEntry", "AuthFailure", "Card", "CardFlag", "Consent", "Customer", "Device",
+           "ImportedCustomer", "PointsEntry", "Product", "ProgrammeVersion", "Purchase",
+           "PurchaseLine", "Redemption", "Refund", "RefundLine", "Staff", "Store",
+           "SurveyResponse", "Ticket", "TicketNote", "VaultRecord", "Visit"]
