@@ -108,6 +108,22 @@ MATRIX: dict[str, frozenset[str]] = {
     "POST /backoffice/tickets/<int:ticket_id>/due": DESK,
     "POST /backoffice/tickets/<int:ticket_id>/notes": DESK,
     "POST /backoffice/tickets/<int:ticket_id>/status": DESK,
+    # --- back office: administration (stores, devices, staff for admins; the programme)
+    "GET /backoffice/admin/devices": ADMINS,
+    "POST /backoffice/admin/devices": ADMINS,
+    "GET /backoffice/admin/devices/<int:device_id>/revoke": ADMINS,
+    "POST /backoffice/admin/devices/<int:device_id>/revoke": ADMINS,
+    "GET /backoffice/admin/programme": MANAGERS,
+    "POST /backoffice/admin/programme": MANAGERS,
+    "GET /backoffice/admin/programme/versions/<int:version>": MANAGERS,
+    "GET /backoffice/admin/staff": ADMINS,
+    "POST /backoffice/admin/staff": ADMINS,
+    "GET /backoffice/admin/staff/<int:staff_id>": ADMINS,
+    "POST /backoffice/admin/staff/<int:staff_id>/<action>": ADMINS,
+    "GET /backoffice/admin/stores": ADMINS,
+    "POST /backoffice/admin/stores": ADMINS,
+    "GET /backoffice/admin/stores/<int:store_id>": ADMINS,
+    "POST /backoffice/admin/stores/<int:store_id>": ADMINS,
 }
 
 # values for the rules' variables: well-formed, but naming nothing that exists
