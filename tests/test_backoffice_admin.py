@@ -128,6 +128,22 @@ def test_each_role_opens_only_its_administration_pages(app, creds, manager, admi
     assert r.status_code == 302 and "/backoffice/login" in r.headers["Location"]
 
 
+def _header_sections(body: str) -> list[str]:
+    header = re.search(r'<nav aria-label="[^"]*">(.*?)</nav>', body, re.S)[1]
+    return [html.unescape(label).strip() for label in re.findall(r">([^<]+)</a>", header)]
+
+
+def test_the_header_lists_each_roles_sections_in_a_fixed_order(app, creds, manager, admin):
+    expected = {
+        "desk1": ["Find a customer", "Tickets"],
+        manager: ["Find a customer", "Tickets", "Retention", "Programme"],
+        admin: ["Find a customer", "Tickets", "Retention", "Audit log", "Programme", "Stores",
+                "Devices", "Staff"],
+    }
+    for username, sections in expected.items():
+        assert _header_sections(office(app, creds, username).page(BO + "/")) == sections, username
+
+
 def test_forms_without_csrf_are_refused(app, creds, admin):
     adm = office(app, creds, admin)
     r = adm.post(BO + "/admin/stores", {"code": "NOCSRF", "name": "x", "country": "FR"},

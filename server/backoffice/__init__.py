@@ -7,7 +7,8 @@ HttpOnly and SameSite=Strict; every form carries a CSRF token (``security``).
 
 ``blueprint`` holds the blueprint, its hooks and the header's sections (``nav``); each feature
 is a module adding its pages: ``session_views`` (login, language), ``customers``,
-``privacy_pages``. A later feature adds a module and a line to ``create_blueprint()`` below.
+``privacy_pages``, ``tickets``, ``admin``. A later feature adds a module and a line to
+``create_blueprint()`` below; ``nav(..., order=)`` places its header section.
 """
 
 from __future__ import annotations
@@ -17,9 +18,13 @@ from flask import Blueprint
 
 def create_blueprint() -> Blueprint:
     """The back office with all its pages (the modules add their routes when imported)."""
-    import server.backoffice.admin  # noqa: F401
-    from server.backoffice import customers, privacy_pages, session_views  # noqa: F401
-    from server.backoffice import tickets as _tickets  # noqa: F401 - after customers (nav order)
+    from server.backoffice import (  # noqa: F401
+        admin,
+        customers,
+        privacy_pages,
+        session_views,
+        tickets,
+    )
     from server.backoffice.blueprint import bp
 
     return bp

@@ -26,7 +26,6 @@ from wtforms.fields.choices import SelectChoice as Choice
 
 from server import db
 from server.api.problems import Problem
-from server.backoffice import customers, privacy_pages, tickets  # noqa: F401 - in this order
 from server.backoffice.blueprint import ROLE_NAMES, T, bp, nav, principal
 from server.backoffice.security import roles_required
 from server.db import main_session, utcnow
@@ -45,17 +44,16 @@ A = T + "admin/"
 ADMIN_ROLES = ("admin",)
 PROGRAMME_ROLES = ("manager", "admin")
 
-# last in the header: the modules imported above (customers, privacy_pages, tickets, in this
-# order) have added their sections already
+# last in the header
 nav("backoffice.admin_programme", _l("Programme"), PROGRAMME_ROLES,
-    also=("backoffice.admin_programme_load", "backoffice.admin_programme_version"))
+    also=("backoffice.admin_programme_load", "backoffice.admin_programme_version"), order=50)
 nav("backoffice.admin_stores", _l("Stores"), ADMIN_ROLES,
-    also=("backoffice.admin_store", "backoffice.admin_store_add"))
+    also=("backoffice.admin_store", "backoffice.admin_store_add"), order=60)
 nav("backoffice.admin_devices", _l("Devices"), ADMIN_ROLES,
-    also=("backoffice.admin_device_add", "backoffice.admin_device_revoke"))
+    also=("backoffice.admin_device_add", "backoffice.admin_device_revoke"), order=70)
 nav("backoffice.admin_staff", _l("Staff"), ADMIN_ROLES,
     also=("backoffice.admin_staff_add", "backoffice.admin_staff_member",
-          "backoffice.admin_staff_action"))
+          "backoffice.admin_staff_action"), order=80)
 
 # what a staff member is told when a service refuses (by ``Refused.code``)
 REFUSALS = {

@@ -163,14 +163,16 @@ class NavEntry:
     label: object  # a lazy string
     roles: frozenset[str]
     also: tuple[str, ...] = ()  # other endpoints of the same section (highlighted too)
+    order: int = 0  # place in the header, whatever order the modules are imported in
 
 
 NAV: list[NavEntry] = []
 
 
-def nav(endpoint: str, label, roles, also: tuple[str, ...] = ()) -> None:
-    """Add a section to the header, in the order of the calls."""
-    NAV.append(NavEntry(endpoint, label, frozenset(roles), also))
+def nav(endpoint: str, label, roles, also: tuple[str, ...] = (), *, order: int) -> None:
+    """Add a section to the header, at its ``order`` (smallest first)."""
+    NAV.append(NavEntry(endpoint, label, frozenset(roles), also, order))
+    NAV.sort(key=lambda entry: entry.order)
 
 
 @bp.context_processor

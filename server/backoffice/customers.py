@@ -77,7 +77,7 @@ UID = re.compile(r"[0-9A-Fa-f]{8,20}")
 # built by the tickets feature: each purchase line links to a new warranty claim for it
 TICKET_ENDPOINT = "backoffice.new_ticket"
 nav("backoffice.index", _l("Find a customer"), READ_ROLES,
-    also=("backoffice.search", "backoffice.customer"))
+    also=("backoffice.search", "backoffice.customer"), order=10)
 
 # --------------------------------------------------------------------------- customers
 

@@ -30,8 +30,8 @@ from server.privacy import audit, retention
 from server.privacy.service import AUDIT_ROLES, ERASE_ROLES
 
 log = logging.getLogger(__name__)
-nav("backoffice.retention_due", _l("Retention"), ERASE_ROLES)
-nav("backoffice.audit_log", _l("Audit log"), AUDIT_ROLES)
+nav("backoffice.retention_due", _l("Retention"), ERASE_ROLES, order=30)
+nav("backoffice.audit_log", _l("Audit log"), AUDIT_ROLES, order=40)
 
 # --------------------------------------------------------------------------- audit, retention
 

@@ -41,7 +41,7 @@ from server.tickets.service import TICKET_ROLES
 log = logging.getLogger(__name__)
 TT = T + "tickets/"
 nav("backoffice.tickets", _l("Tickets"), TICKET_ROLES,
-    also=("backoffice.ticket", "backoffice.new_ticket"))
+    also=("backoffice.ticket", "backoffice.new_ticket"), order=20)
 PROBLEMS.update({
     "ticket-not-found": _l("There is no ticket with this number."),
     "ticket-closed": _l("This ticket is closed: reopen it first."),
