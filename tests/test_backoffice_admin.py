@@ -345,16 +345,26 @@ def test_staff_lifecycle(app, api, creds, admin):
     assert r.status_code == 401
     r = adm.post(base + "/enable")
     assert r.status_code == 303
-    assert Office(app).login("ona", password).status_code == 303
+    ona = Office(app)
+    assert ona.login("ona", password).status_code == 303
 
-    # a new password: the old one stops working, the new one works
+    # a new password: the old one stops working, the new one works, and the session opened
+    # with the old one (someone who learnt it, say) ends at its next request
     r = adm.post(base + "/password", {"password": "short"})
     assert r.status_code == 422 and "at least 10 characters" in r.get_data(as_text=True)
+    assert ona.get(BO + "/").status_code == 200  # a refused change ends nothing
     new_password = "a brand new password"
     r = adm.post(base + "/password", {"password": new_password})
     assert r.status_code == 303
+    r = ona.get(BO + "/")
+    assert r.status_code == 302 and "/backoffice/login" in r.headers["Location"]
+    assert _flashes(ona.page(r.headers["Location"])) == [
+        "Your password was changed. Please log in again."]
     assert Office(app).login("ona", password).status_code == 200
-    assert Office(app).login("ona", new_password).status_code == 303
+    ona_again = Office(app)
+    assert ona_again.login("ona", new_password).status_code == 303
+    assert ona_again.get(BO + "/").status_code == 200
+    assert adm.get(BO + "/").status_code == 200  # the admin's own session goes on
 
     actions = [e.action for e in _audit(app, "staff.")]
     assert actions == ["staff.add", "staff.change", "staff.disable", "staff.enable",

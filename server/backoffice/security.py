@@ -6,13 +6,16 @@ member's id and two times only: the account is read again on every request, so a
 account or a new role counts at once. A session ends after ``PERMANENT_SESSION_LIFETIME``
 seconds without a request (30 minutes by default) and ``BACKOFFICE_SESSION_MAX`` seconds after
 its login (12 hours) whatever happens: the cookie carries both times, signed, and every
-request checks them (the signature's own age enforces the idle limit too). CSRF protection
+request checks them (the signature's own age enforces the idle limit too). It also carries a
+fingerprint of the password hash it was opened with: a new password (set by the member or an
+admin) ends every session opened with the old one, on every device. CSRF protection
 covers every POST of the service except the ``/api/v1`` blueprints, which authenticate each
 request by header and never by cookie.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -52,6 +55,8 @@ login_manager = LoginManager()
 KEPT = ("lang",)
 # when the session's login happened, and its last request (seconds since the epoch)
 STARTED, SEEN = "started", "seen"
+# the fingerprint of the password hash the session was opened with
+CREDENTIAL = "cred"
 
 
 class KeyFileSessionInterface(SecureCookieSessionInterface):
@@ -76,6 +81,7 @@ class StaffUser(UserMixin):
     store_id: int | None
     store_code: str | None
     country: str | None
+    credential: str  # fingerprint of the current password hash (never the hash itself)
 
     def get_id(self) -> str:
         return str(self.id)
@@ -88,14 +94,20 @@ class StaffUser(UserMixin):
                          self.country)
 
 
+def credential_fingerprint(password_hash: str) -> str:
+    """A short digest of the argon2 hash: changes with every new password (new salt)."""
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
+
+
 def load_staff(staff_id: int) -> StaffUser | None:
     """The enabled staff member with this id, or None."""
     row = main_session().execute(
-        select(Staff.id, Staff.username, Staff.role, Staff.store_id, Store.code, Store.country)
+        select(Staff.id, Staff.username, Staff.role, Staff.store_id, Store.code, Store.country,
+               Staff.password_hash)
         .outerjoin(Store, Store.id == Staff.store_id)
         .where(Staff.id == staff_id, Staff.disabled_at.is_(None))
     ).first()
-    return StaffUser(*row) if row else None
+    return StaffUser(*row[:-1], credential_fingerprint(row[-1])) if row else None
 
 
 @login_manager.user_loader
@@ -119,10 +131,11 @@ def restart_session() -> None:
     session.update(kept)
 
 
-def start_session() -> None:
-    """Mark the login's time: the idle and absolute limits count from here."""
+def start_session(user: StaffUser) -> None:
+    """Mark the login's time and password: the limits count from here, a new password ends it."""
     session.permanent = True  # the cookie expires after PERMANENT_SESSION_LIFETIME idle
     session[STARTED] = session[SEEN] = int(time.time())
+    session[CREDENTIAL] = user.credential
 
 
 def _expired(now: float) -> bool:
@@ -151,6 +164,12 @@ def forget_stale_login() -> None:
         log.info("back-office session of staff %s ended: account disabled or removed",
                  session.get("_user_id"))
         restart_session()
+    elif session.get(CREDENTIAL) != current_user.credential:
+        log.info("back-office session of staff %s ended: the password was changed",
+                 session.get("_user_id"))
+        logout_user()
+        restart_session()
+        flash(str(_l("Your password was changed. Please log in again.")), "info")
 
 
 def roles_required(*roles: str) -> Callable:

@@ -64,8 +64,10 @@ def login():
         return render_template(T + "login.html", form=form, next_url=next_url, error=_(
             "Unknown user name or wrong password.")), 200
     restart_session()  # a new session for the new login: nothing carried over
-    login_user(load_staff(member.id))
-    start_session()  # ends after PERMANENT_SESSION_LIFETIME idle, or BACKOFFICE_SESSION_MAX
+    user = load_staff(member.id)
+    login_user(user)
+    start_session(user)  # ends after PERMANENT_SESSION_LIFETIME idle, BACKOFFICE_SESSION_MAX,
+    # or a new password
     log.info("back-office login: staff %s (%s)", member.id, member.role)
     return redirect(next_url or url_for(".index"), 303)
 
