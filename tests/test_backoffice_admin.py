@@ -487,7 +487,7 @@ def test_programme_page_shows_the_rules_and_loads_a_new_version(app, creds, mana
     r = mgr.post(BO + PROGRAMME, {"source": SMALL_PROGRAMME})
     assert r.status_code == 303
     body = mgr.page(r.headers["Location"])
-    assert "Programme version 1 is in force: 2 tiers, 1 rewards." in _flashes(body)
+    assert "Programme version 1 is in force (tiers: 2, rewards: 1)." in _flashes(body)
     assert "Free tea" in body and "Europe/Vilnius" in body and "VOUCHER-5" not in body
     # uploaded as a file
     uploaded = SMALL_PROGRAMME.replace("cost = 90", "cost = 80")

@@ -503,7 +503,7 @@ def admin_programme_load():
         log.info("programme refused: %d problem(s)", len(errors))
         return _programme_page(form, errors=errors, status=422)
     stores.record_change(main, _actor(), "programme.load", VIEW, {"version": version})
-    flash(_("Programme version %(version)s is in force: %(tiers)s tiers, %(rewards)s rewards.",
+    flash(_("Programme version %(version)s is in force (tiers: %(tiers)s, rewards: %(rewards)s).",
             version=version, tiers=len(programme.tiers), rewards=len(programme.rewards)), "ok")
     return redirect(url_for(".admin_programme"), 303)
 

@@ -23,6 +23,7 @@ from server import db
 from server.api.problems import Problem
 from server.backoffice.blueprint import (
     PROBLEMS,
+    ROLE_NAMES,
     T,
     bp,
     customer_section,
@@ -61,7 +62,7 @@ REQUIRED = _l("This is required.")
 
 
 def _staff_choices(first: list[Choice]) -> list[Choice]:
-    return first + [Choice(str(s.id), f"{s.username} ({_(s.role)})")
+    return first + [Choice(str(s.id), f"{s.username} ({ROLE_NAMES.get(s.role, s.role)})")
                     for s in service.assignable_staff(main_session())]
 
 
