@@ -152,6 +152,18 @@ def test_lookups(prog):
         prog.reward("NOPE")
 
 
+def test_tier_names_per_language_fall_back_to_english_then_the_code(prog):
+    silver = prog.tier("silver")
+    assert [silver.name(lang) for lang in ("fr", "lt", "en", None)] == [
+        "Argent", "Sidabrinis", "Silver", "Silver"]
+    text = DEFAULT_FILE.read_text().replace(
+        'names = { fr = "Or", lt = "Auksinis", en = "Gold" }', 'names = { lt = "Auksinis" }')
+    gold = load_programme(text).tier("gold")
+    assert (gold.name("lt"), gold.name("fr"), gold.name("en")) == ("Auksinis", "gold", "gold")
+    with pytest.raises(ProgrammeError, match="de"):
+        load_programme(DEFAULT_FILE.read_text().replace('en = "Gold"', 'de = "Gold"'))
+
+
 def test_optional_sections_default_to_nothing():
     p = small()
     assert p.visit.points == 0 and p.multipliers == () and p.promotions == ()

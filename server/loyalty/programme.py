@@ -44,18 +44,22 @@ Example, the programme a fresh install starts with (``default_programme.toml``):
     categories = ["gift-cards", "tobacco"]
     skus = []
 
-    [[tiers]]                      # on points EARNED over a rolling window, never on the balance
+    [[tiers]]                      # on points EARNED over a rolling window, never on the balance;
+                                   # names: what people read, per language (else the code)
     code = "member"
     threshold = 0
     multiplier = 1
+    names = { fr = "Membre", lt = "Narys", en = "Member" }
     [[tiers]]
     code = "silver"
     threshold = 500
     multiplier = 1.25
+    names = { fr = "Argent", lt = "Sidabrinis", en = "Silver" }
     [[tiers]]
     code = "gold"
     threshold = 2000
     multiplier = 1.5
+    names = { fr = "Or", lt = "Auksinis", en = "Gold" }
 
     [tier_rules]
     window_months = 12             # qualifying points are those earned in the last 12 months
@@ -339,11 +343,20 @@ class Exclusion(_Targeted):
 
 
 class Tier(_Model):
-    """A tier, held from ``threshold`` qualifying points; ``multiplier`` applies to earning."""
+    """A tier, held from ``threshold`` qualifying points; ``multiplier`` applies to earning.
+
+    ``names`` are what people read, per language (``fr``, ``lt``, ``en``); the code stands in
+    for a language left out.
+    """
 
     code: Code
     threshold: Annotated[StrictInt, Field(ge=0)]
     multiplier: Factor = Decimal(1)
+    names: dict[Literal["fr", "lt", "en"], Text] = {}
+
+    def name(self, language: str | None) -> str:
+        """The tier's name in ``language``, else in English, else its code."""
+        return self.names.get(language) or self.names.get("en") or self.code
 
 
 class TierRules(_Model):
