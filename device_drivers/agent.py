@@ -10,6 +10,10 @@ returned by ``GET /last``. The point-of-sale software posts purchases to ``POST 
 tells the service every ``HEARTBEAT_INTERVAL`` s how the readers are. A reader that fails is
 reopened every few seconds and its state is shown; it never stops the agent.
 
+In desk mode (``DESK_MODE``, at a back-office desk) a read is sent to no one: it is published
+as a ``read`` event on ``/events`` and kept as ``/last``, which the page of one web origin
+(``DESK_ALLOWED_ORIGIN``) may read; the back office's search fills itself from it.
+
 The local API is described for integrators in docs/TILL-API.md. Run the agent with gunicorn
 and ``device_drivers/agent_gunicorn.py`` (one worker owns the readers and the queue).
 """
@@ -72,7 +76,15 @@ DEFAULTS: dict[str, Any] = {
     "HEARTBEAT_INTERVAL": 30.0,  # reader health to the service; 0 turns it off
     "DISPLAY_CLEAR_AFTER": 30.0,  # the customer display forgets the customer after this
     "DISPLAY_LANGUAGE": "en",  # the customer display when no customer is known (fr, lt, en)
+    # desk mode: a read is only published on /events and /last for the back office, never
+    # sent to the service (no visit, no queue, no heartbeat, no device key)
+    "DESK_MODE": False,
+    # in desk mode, the one web origin (https://host[:port]) whose pages may read /events
+    # and /last; "" lets no other origin read them
+    "DESK_ALLOWED_ORIGIN": "",
 }
+# the endpoints a desk's back-office page reads across origins (desk mode only)
+DESK_CORS_ENDPOINTS = {"agent.events", "agent.last"}
 PATHS = {"tap": "/taps", "purchase": "/purchases"}
 OFFLINE = {"type": "server-unreachable", "title": "Offline — recorded",
            "detail": "The loyalty service cannot be reached; this will be sent when it is back."}
@@ -188,6 +200,7 @@ class Agent:
     readers: list[Reader] = field(default_factory=list)
     states: dict[str, ReaderState] = field(default_factory=dict)
     last: TapResult | None = None
+    last_read: dict | None = None  # desk mode: the last card read
     dispatcher: Dispatcher | None = None
     last_heartbeat: str | None = None
     _seq: int = 0
@@ -213,6 +226,11 @@ class Agent:
         self.metrics = AgentMetrics(self)
 
     @property
+    def desk(self) -> bool:
+        """Desk mode: reads are published for the back office, never sent to the service."""
+        return bool(self.settings["DESK_MODE"])
+
+    @property
     def queue_path(self) -> Path:
         return Path(self.settings["QUEUE_PATH"] or
                     Path(self.settings["INSTANCE_PATH"]) / "agent-queue.sqlite3")
@@ -226,6 +244,20 @@ class Agent:
         if self._threads:
             return
         self._stop.clear()
+        targets = [(self._run_reader, (reader,), f"reader {reader.uri}")
+                   for reader in self.readers]
+        if self.desk:
+            log.info("desk mode: reads are published on /events only, sent to no one")
+        else:
+            self._start_dispatcher()
+            if float(self.settings["HEARTBEAT_INTERVAL"]) > 0:
+                targets.append((self._run_heartbeat, (), "heartbeat"))
+        for target, args, name in targets:
+            thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _start_dispatcher(self) -> None:
         outbox = Outbox(self.queue_path, float(self.settings["QUEUE_KEEP_FAILED_DAYS"])).open()
         self.dispatcher = Dispatcher(
             outbox, self._post, wait=float(self.settings["QUEUE_WAIT"]),
@@ -235,14 +267,6 @@ class Agent:
                 self.metrics.forward.labels(kind, outcome).observe(seconds),
             on_change=self._queue_changed)
         self.dispatcher.start()
-        targets = [(self._run_reader, (reader,), f"reader {reader.uri}")
-                   for reader in self.readers]
-        if float(self.settings["HEARTBEAT_INTERVAL"]) > 0:
-            targets.append((self._run_heartbeat, (), "heartbeat"))
-        for target, args, name in targets:
-            thread = threading.Thread(target=target, args=args, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the threads, close the readers and the queue (what waits stays in it)."""
@@ -280,7 +304,10 @@ class Agent:
                     if tap is not None:
                         state.taps += 1
                         taps.inc()
-                        self.forward(tap)
+                        if self.desk:
+                            self.publish_read(tap)
+                        else:
+                            self.forward(tap)
             except DriverError as exc:
                 state.status, state.error = "failed", str(exc)
                 log.error("reader %s failed: %s", reader.uri, exc)
@@ -352,6 +379,16 @@ class Agent:
             return self._record(tap.reader, error=delivery.problem, event_id=delivery.event_id)
         return self._record(tap.reader, error=dict(OFFLINE), queued=True,
                             event_id=delivery.event_id)
+
+    def publish_read(self, tap: Tap) -> dict:
+        """Desk mode: publish one read as a ``read`` event and keep it as ``/last``."""
+        with self._lock:
+            self._seq += 1
+            read = {"seq": self._seq, "at": tap.at.isoformat(), "reader": tap.reader,
+                    "url": tap.url, "uid": tap.uid, "qr": tap.qr}
+            self.last_read = read
+        self._publish(("read", read["seq"], read))
+        return read
 
     def purchase(self, body: dict) -> Delivery:
         """Send one purchase from the point of sale (or record it while offline).
@@ -456,6 +493,27 @@ def _problem(status: int, slug: str, title: str, detail: str | None = None,
     return response
 
 
+@bp.after_request
+def _desk_cors(response: Response) -> Response:
+    """Desk mode: the back office's origin, and only it, may read ``/events`` and ``/last``."""
+    if request.endpoint not in DESK_CORS_ENDPOINTS:
+        return response
+    response.vary.add("Origin")
+    agent = _agent()
+    allowed = str(agent.settings["DESK_ALLOWED_ORIGIN"] or "").rstrip("/")
+    origin = request.headers.get("Origin")
+    if not agent.desk or not allowed or origin != allowed:
+        return response  # no CORS header: the browser keeps the answer from that page
+    response.headers["Access-Control-Allow-Origin"] = allowed
+    if request.method == "OPTIONS":  # a preflight
+        response.headers["Access-Control-Allow-Methods"] = "GET"
+        response.headers["Access-Control-Allow-Headers"] = "Last-Event-ID"
+        # Chrome's Private Network Access: a public page may then reach 127.0.0.1
+        response.headers["Access-Control-Allow-Private-Network"] = "true"
+        response.headers["Access-Control-Max-Age"] = "600"
+    return response
+
+
 @bp.get("/")
 def index():
     agent = _agent()
@@ -487,6 +545,9 @@ def display():
 def last():
     """The outcome of the last tap, for the point-of-sale software."""
     agent = _agent()
+    if agent.desk:
+        return jsonify(agent.last_read or {"seq": 0, "at": None, "reader": None, "url": None,
+                                           "uid": None, "qr": None})
     result = agent.last
     if result is None:
         return jsonify({"seq": 0, "ok": None, "record": None, "error": None, "queued": False,
@@ -499,6 +560,7 @@ def last():
 def status():
     agent = _agent()
     return jsonify({"readers": [vars(s) for s in agent.states.values()],
+                    "desk_mode": agent.desk,
                     "server": agent.settings["SERVER_URL"], "queue": agent.queue_state(),
                     "last_heartbeat": agent.last_heartbeat})
 
@@ -555,6 +617,9 @@ def _check_purchase(data: dict) -> list[dict]:
 @bp.post("/purchases")
 def purchases():
     """A purchase from the point of sale: forwarded to the service, or queued while offline."""
+    if _agent().desk:
+        return _problem(409, "desk-mode", "This agent is a desk reader: it sends nothing to "
+                        "the service")
     if not request.is_json:
         return _problem(415, "unsupported-media-type", "Send the purchase as JSON")
     data = request.get_json(silent=True)
@@ -590,7 +655,8 @@ def purchases():
 
 @bp.get("/events")
 def events():
-    """Server-sent events: ``tap``, ``purchase`` and ``queue`` events, a comment every 15 s."""
+    """Server-sent events: ``tap``, ``purchase`` and ``queue`` events (``read`` events in desk
+    mode), a comment every 15 s."""
     agent = _agent()
     q = agent.subscribe()
 
@@ -640,6 +706,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     settings = load_settings(DEFAULTS, config)
     configure_logging(settings["LOG_LEVEL"])
     app.config.update(settings)
+    if settings["DESK_ALLOWED_ORIGIN"] and not settings["DESK_MODE"]:
+        log.warning("DESK_ALLOWED_ORIGIN is ignored: the agent is not in desk mode")
     app.extensions["agent"] = Agent(settings)
     app.register_blueprint(bp)
     return app

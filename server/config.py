@@ -39,6 +39,9 @@ DEFAULTS: dict[str, Any] = {
     # seconds after its login whatever happens
     "PERMANENT_SESSION_LIFETIME": 30 * 60,
     "BACKOFFICE_SESSION_MAX": 12 * 3600,
+    # the desk reader (a till agent in desk mode on each desk's PC, e.g.
+    # http://127.0.0.1:8766): the search page fills itself from its reads; "" turns it off
+    "BACKOFFICE_DESK_READER_URL": "",
     # a phone number typed without +33/+370 is read as a number of the store's country,
     # or of this one when there is no store (ISO 3166: FR, LT)
     "DEFAULT_COUNTRY": "FR",

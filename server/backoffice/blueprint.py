@@ -13,10 +13,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
     Response,
+    current_app,
     flash,
     redirect,
     render_template,
@@ -65,6 +67,27 @@ PROBLEMS = {
 }
 
 
+def desk_reader_url() -> str | None:
+    """The desk reader's base URL (``BACKOFFICE_DESK_READER_URL``), or None when it is off."""
+    url = str(current_app.config.get("BACKOFFICE_DESK_READER_URL") or "").strip().rstrip("/")
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or "@" in parts.netloc:
+        log.warning("BACKOFFICE_DESK_READER_URL is not an http(s) URL: desk reader off")
+        return None
+    return url
+
+
+def csp() -> str:
+    """The pages' CSP; the desk reader's origin may be read from (``connect-src``) if set."""
+    url = desk_reader_url()
+    if url is None:
+        return CSP
+    parts = urlsplit(url)
+    return f"{CSP}; connect-src 'self' {parts.scheme}://{parts.netloc}"
+
+
 def principal():
     return current_user.principal
 
@@ -96,7 +119,7 @@ def _session_still_valid():
 
 @bp.after_request
 def _headers(response: Response) -> Response:
-    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("Content-Security-Policy", csp())
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")  # CSRF checks the referrer
     if request.endpoint != "backoffice.static":

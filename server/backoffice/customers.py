@@ -37,6 +37,7 @@ from server.backoffice.blueprint import (
     T,
     back_to_customer,
     bp,
+    desk_reader_url,
     locale,
     nav,
     principal,
@@ -85,7 +86,13 @@ nav("backoffice.index", _l("Find a customer"), READ_ROLES,
 @bp.get("/")
 @roles_required(*READ_ROLES)
 def index():
-    return render_template(T + "search.html", form=SearchForm(formdata=None), results=None)
+    return _search_page(SearchForm(formdata=None))
+
+
+def _search_page(form: SearchForm, results=None, **context) -> str:
+    """The search page; with a desk reader configured, its script fills and sends the form."""
+    return render_template(T + "search.html", form=form, results=results,
+                           desk_reader=desk_reader_url(), **context)
 
 
 def _what(text: str) -> str:
@@ -115,7 +122,7 @@ def _code(text: str) -> str | None:
 
 def _search_error(form: SearchForm, message: str):
     form.query.errors = [message]
-    return render_template(T + "search.html", form=form, results=None), 422
+    return _search_page(form), 422
 
 
 @bp.post("/search")
@@ -157,7 +164,7 @@ def search():
                              phone=req.phone if req else None,
                              country=req.country if req else None,
                              name=text if what == "name" else None, view="backoffice:search")
-    return render_template(T + "search.html", form=form, results=results, by=what)
+    return _search_page(form, results, by=what)
 
 
 def _card_owner(text: str) -> str:
