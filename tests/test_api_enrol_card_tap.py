@@ -82,6 +82,8 @@ def test_enrol_issue_tap(app, api, creds):
     assert record["customer_id"] == customer_id
     assert record["display_name"] == "Élodie D."
     assert record["tier"] == "member"
+    # the default programme names its tiers: the record says it in the customer's language
+    assert (record["tier_name"], record["tier_progress"]["next_tier_name"]) == ("Membre", "Argent")
     # the first tap is a counted visit: the default programme's visit points, on top of the
     # welcome bonus
     assert record["points"] == WELCOME + default_programme().visit.points

@@ -539,7 +539,9 @@ def test_tier_goes_up_at_once_and_down_only_at_the_review(app, api, creds, manag
     record = tap(api, card)
     assert (record["tier"], record["points"]) == ("silver", 150)
     assert record["tier_progress"] == {"qualifying_points": 150, "next_tier": "gold",
-                                       "points_to_next_tier": 850}
+                                       "next_tier_name": "gold", "points_to_next_tier": 850}
+    # this programme names no tier: the code stands for the name
+    assert (record["tier_name"], body["tier_name"]) == ("silver", "silver")
     review_at = customer_row(app, customer_id).tier_review_at
     assert review_at > datetime.now(UTC) + timedelta(days=360)
 
@@ -711,7 +713,7 @@ def test_the_welcome_bonus_is_given_once_on_joining_and_counts_for_no_tier(app, 
     record = tap(api, issued.get_json())
     assert (record["points"], record["tier"]) == (515, "member")
     assert record["tier_progress"] == {"qualifying_points": 465, "next_tier": "silver",
-                                       "points_to_next_tier": 35}
+                                       "next_tier_name": "Argent", "points_to_next_tier": 35}
     # ... and the 35 points still missing, once earned, make silver
     body = created(api.purchase([line("PEN", 1, "35.00")], customer_id=customer_id))
     assert (body["balance"], body["tier"], body["tier_changed"]) == (550, "silver", True)

@@ -19,7 +19,7 @@ function show(result) {
     const code = document.createElement("p");
     code.className = "code"; code.id = "customer"; code.textContent = r.customer_id;
     const dl = document.createElement("dl");
-    for (const [label, id, value] of [["Tier", "tier", r.tier], ["Points", "points", r.points],
+    for (const [label, id, value] of [["Tier", "tier", r.tier_name || r.tier], ["Points", "points", r.points],
                                       ["Card", "card", r.card.kind + " · " + r.card.status]]) {
       const dt = document.createElement("dt"); dt.textContent = label;
       const dd = document.createElement("dd"); dd.id = id; dd.textContent = value;

@@ -45,7 +45,7 @@ function showTap(result) {
       const points = el("p", null, {className: "points"});
       points.append(el("span", r.points, {id: "points"}), " " + w.points);
       const tier = el("p", w.tier + ": ", {className: "tier"});
-      tier.append(el("span", r.tier, {id: "tier"}));
+      tier.append(el("span", r.tier_name || r.tier, {id: "tier"}));
       nodes.push(h1, points, tier);
       if (r.rewards_available && r.rewards_available.length) {
         const section = el("section", null, {className: "rewards"});
@@ -72,7 +72,7 @@ function showPurchase(purchase) {
   const points = document.getElementById("points");
   const tier = document.getElementById("tier");
   if (points && purchase.balance != null) points.textContent = String(purchase.balance);
-  if (tier && purchase.tier) tier.textContent = purchase.tier;
+  if (tier && purchase.tier) tier.textContent = purchase.tier_name || purchase.tier;
   clearTimeout(timer);
   timer = setTimeout(idle, CLEAR_AFTER);
 }

@@ -497,6 +497,13 @@ class Programme(_Model):
         """The programme's timezone, for local dates, weekdays and hours."""
         return ZoneInfo(self.timezone)
 
+    def tier_name(self, code: str | None, language: str | None) -> str | None:
+        """The name of tier ``code`` in ``language``; a code the programme lost stands as is."""
+        if code is None:
+            return None
+        found = next((t for t in self.tiers if t.code == code), None)
+        return found.name(language) if found else code
+
     def tier(self, code: str) -> Tier:
         """The tier with this code.
 

@@ -49,7 +49,7 @@ def count_visit(main: Session, customer_id: str, store_id: int, store_code: str,
 
 
 def loyalty_view(main: Session, customer_id: str, *, tier: str, points: int, store_code: str,
-                 now: datetime) -> dict:
+                 now: datetime, language: str | None = None) -> dict:
     """Tier and progress, points expiring soon, rewards within reach, purchases, visits."""
     _, programme = programmes.current(main)
     qualifying = ledger.qualifying_points(main, customer_id, window_start(programme, now))
@@ -77,9 +77,12 @@ def loyalty_view(main: Session, customer_id: str, *, tier: str, points: int, sto
         .where(visits.c.customer_id == customer_id)
         .group_by(stores.c.code).order_by(func.count().desc())).all()
     return {
+        # the customer display speaks the customer's language
+        "tier_name": programme.tier_name(tier, language),
         "tier_progress": {
             "qualifying_points": qualifying,
             "next_tier": upcoming.code if upcoming else None,
+            "next_tier_name": programme.tier_name(upcoming.code if upcoming else None, language),
             "points_to_next_tier": max(0, upcoming.threshold - qualifying) if upcoming else 0,
         },
         "points_expiring": {

@@ -138,6 +138,7 @@ class PurchaseOut(BaseModel):
     lines: list[LinePoints]
     balance: int = Field(description="The balance now (on a replay too)")
     tier: str
+    tier_name: str = Field(description="the tier's name in the customer's language")
     tier_changed: bool
 
 

@@ -125,7 +125,8 @@ def credit(main: Session, customer_id: str, points: int, kind: str, *, expires_a
 def _purchase_result(main: Session, purchase: Purchase, *, tier_changed: bool = False) -> dict:
     lines = main.scalars(select(PurchaseLine).where(PurchaseLine.purchase_id == purchase.id)
                          .order_by(PurchaseLine.line_no)).all()
-    tier = main.scalar(select(customers.c.tier).where(customers.c.id == purchase.customer_id))
+    tier, language = main.execute(select(customers.c.tier, customers.c.language)
+                                  .where(customers.c.id == purchase.customer_id)).one()
     return {
         "purchase_id": purchase.id,
         "customer_id": purchase.customer_id,
@@ -134,6 +135,7 @@ def _purchase_result(main: Session, purchase: Purchase, *, tier_changed: bool = 
                    "reasons": line.reasons or []} for line in lines],
         "balance": ledger.balance(main, purchase.customer_id),  # now, on a replay too
         "tier": tier,
+        "tier_name": programmes.current(main)[1].tier_name(tier, language),
         "tier_changed": tier_changed,
     }
 

@@ -40,9 +40,11 @@ class CustomerRecord(BaseModel):
     display_name: str = Field(description="First name and initial of the last name")
     language: str
     tier: str
+    tier_name: str = Field(description="the tier's name in the customer's language")
     points: int
     card: CardSummary
-    tier_progress: dict = Field(description="qualifying_points, next_tier, points_to_next_tier")
+    tier_progress: dict = Field(
+        description="qualifying_points, next_tier, next_tier_name, points_to_next_tier")
     points_expiring: dict = Field(description="points expiring within 30 days, and by when")
     points_owed: int = Field(description="points a return took back after they were spent")
     rewards_available: list[dict] = Field(description="rewards the balance and tier allow here")

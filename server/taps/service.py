@@ -117,7 +117,7 @@ def _record(main: Session, vault: Session, row, store_code: str, flags: list[str
         "card": {"card_id": row.id, "kind": row.kind, "status": row.status,
                  "generation": row.generation},
         **loyalty_view(main, row.customer_id, tier=tier, points=points, store_code=store_code,
-                       now=now),
+                       now=now, language=row.language),
         "open_tickets": open_tickets(main, row.customer_id, now),
         "flags": flags,
         "visit_id": visit_id,
