@@ -224,6 +224,7 @@ def test_the_file_shows_ledger_purchases_visits_survey_cards_and_value(app, api,
     assert "seller ana" in body and "seller ben" in body and "receipt R-0042" in body
     assert "30.00 EUR" in body and "20.50 EUR" in body and "10.50 EUR" in body
     assert "1 returned" in body
+    assert "<dd>Member</dd>" in body  # the tier's name, in the page's language
     assert body.index("Front lamp") < body.index("City bike bell")  # newest first
     # the ledger, newest first, with reasons
     ledger = body[body.index('id="ledger"'):body.index('id="purchases"')]

@@ -38,6 +38,7 @@ from server.backoffice.security import (
     URL_PREFIX,
     forget_stale_login,
 )
+from server.loyalty import programmes
 from server.privacy.service import AUDIT_ROLES, ERASE_ROLES, READ_ROLES
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,13 @@ def _globals() -> dict:
     role = current_user.role if current_user.is_authenticated else None
     return {"languages": LANGUAGE_NAMES, "current_language": locale(), "here": _here(),
             "role_names": ROLE_NAMES, "can_read": role in READ_ROLES,
-            "can_erase": role in ERASE_ROLES, "can_audit": role in AUDIT_ROLES}
+            "can_erase": role in ERASE_ROLES, "can_audit": role in AUDIT_ROLES,
+            "tier_name": tier_name}
+
+
+def tier_name(code: str | None) -> str | None:
+    """A tier's name in the page's language, as the programme in force names it."""
+    return programmes.current(db.main_session())[1].tier_name(code, locale())
 
 
 @bp.errorhandler(403)
