@@ -167,7 +167,8 @@ class Component:
     weight: int  # as configured
     used_weight: int  # 0 when the component is left out for this customer
     contribution: Decimal  # points of the total this component gives
-    text: str  # in words, English (the page translates its own sentence)
+    text: str  # in words, English (pages say it in the reader's language from ``params``)
+    params: dict
 
 
 @dataclass(frozen=True)
@@ -215,11 +216,14 @@ def explain(main: Session, programme: Programme, customer_id: str,
                         else f"paid on time: {row.on_time}"),
         "support": f"{row.tickets} ticket(s) for {row.purchases} purchase(s)",
     }
+    params = {"days": days, "purchases": row.purchases, "months": rules.window_months,
+              "cents": row.net_cents, "currency": programme.currency, "tickets": row.tickets,
+              "on_time": row.on_time}
     components = []
     for key in COMPONENTS:
         score = getattr(row, key)
         share = (Decimal(score * used[key]) / total_weight) if score is not None else Decimal(0)
         components.append(Component(key, raw[key], score, getattr(w, key), used[key],
-                                    share.quantize(Decimal("0.1")), texts[key]))
+                                    share.quantize(Decimal("0.1")), texts[key], params))
     return Explanation(customer_id, True, row.score, row.band, row.place, row.active,
                        rules.window_months, tuple(components), programme.currency)
