@@ -17,8 +17,9 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from pydantic import ValidationError
-from sqlalchemy import distinct, select
+from sqlalchemy import select
 from wtforms import BooleanField, IntegerField, SelectField, SelectMultipleField, StringField
+from wtforms.fields.choices import SelectChoice as Choice
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
@@ -61,6 +62,10 @@ LIST_FIELDS = ("sexes", "age_bands", "home_stores", "regions", "months", "season
                "tiers", "bands", "consents")
 
 
+def _choices(pairs) -> list[Choice]:
+    return [Choice(value, label) for value, label in pairs]
+
+
 class Checkboxes(SelectMultipleField):
     """Several values, each a box; none ticked means "any"."""
 
@@ -75,34 +80,34 @@ class SegmentForm(FlaskForm):
     name = StringField(_l("Name"), validators=[
         DataRequired(_l("This is required.")),
         Length(max=NAME_MAX, message=_l("At most %(max)d characters."))])
-    sexes = Checkboxes(_l("Sex"), choices=list(SEX_NAMES.items()),
+    sexes = Checkboxes(_l("Sex"), choices=_choices(SEX_NAMES.items()),
                        description=_l("Only customers who allow profiling."))
-    age_bands = Checkboxes(_l("Age band"), choices=[(b, b) for b in AGE_BANDS],
+    age_bands = Checkboxes(_l("Age band"), choices=_choices((b, b) for b in AGE_BANDS),
                            description=_l("Only customers who allow profiling."))
     home_stores = Checkboxes(_l("Home store"))
     regions = Checkboxes(_l("Region of the home store"))
     months = Checkboxes(_l("Bought in the month of"), coerce=int,
-                        choices=[(i + 1, m) for i, m in enumerate(MONTH_NAMES)])
-    seasons = Checkboxes(_l("Bought in the season"), choices=list(SEASON_NAMES.items()))
-    weekdays = Checkboxes(_l("Bought on"), coerce=int, choices=list(enumerate(WEEKDAY_NAMES)))
+                        choices=_choices((i + 1, m) for i, m in enumerate(MONTH_NAMES)))
+    seasons = Checkboxes(_l("Bought in the season"), choices=_choices(SEASON_NAMES.items()))
+    weekdays = Checkboxes(_l("Bought on"), coerce=int, choices=_choices(enumerate(WEEKDAY_NAMES)))
     categories = StringField(_l("Bought in the categories"), validators=[Optional()],
                              description=_l("Product categories, separated by commas."))
     within_months = IntegerField(_l("Bought within the last (months)"), validators=[
         Optional(), NumberRange(1, 120)], description=_l("Empty: any time."))
     tiers = Checkboxes(_l("Tier"))
-    bands = Checkboxes(_l("Value band"), choices=list(BAND_NAMES.items()))
+    bands = Checkboxes(_l("Value band"), choices=_choices(BAND_NAMES.items()))
     score_min = IntegerField(_l("Value score from"), validators=[Optional(), NumberRange(0, 100)])
     score_max = IntegerField(_l("Value score up to"), validators=[Optional(), NumberRange(0, 100)])
-    consents = Checkboxes(_l("Has allowed"), choices=list(CONSENT_NAMES.items()))
+    consents = Checkboxes(_l("Has allowed"), choices=_choices(CONSENT_NAMES.items()))
 
     def fill_choices(self) -> None:
         main = main_session()
-        self.home_stores.choices = [(c, f"{c} — {n}") for c, n in main.execute(
-            select(Store.code, Store.name).order_by(Store.code))]
-        self.regions.choices = [(r, r) for r in main.scalars(
-            select(distinct(Store.region)).where(Store.region.is_not(None))
-            .order_by(Store.region))]
-        self.tiers.choices = [(t.code, t.code) for t in programmes.current(main)[1].tiers]
+        self.home_stores.choices = _choices((c, f"{c} — {n}") for c, n in main.execute(
+            select(Store.code, Store.name).order_by(Store.code)))
+        self.regions.choices = _choices((r, r) for r in main.scalars(
+            select(Store.region).distinct().where(Store.region.is_not(None))
+            .order_by(Store.region)))
+        self.tiers.choices = _choices((t.code, t.code) for t in programmes.current(main)[1].tiers)
 
     def fill(self, definition: Definition) -> None:
         for name in LIST_FIELDS:
@@ -131,7 +136,7 @@ class SegmentForm(FlaskForm):
 
 
 class ExportForm(FlaskForm):
-    purpose = SelectField(_l("What the list is for"), choices=list(EXPORT_PURPOSES.items()),
+    purpose = SelectField(_l("What the list is for"), choices=_choices(EXPORT_PURPOSES.items()),
                           default="")
     contacts = BooleanField(_l("Include the name and contact detail"))
 
