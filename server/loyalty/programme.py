@@ -88,13 +88,17 @@ Example, the programme a fresh install starts with (``default_programme.toml``):
     [expiry]
     months = 24                    # points expire this long after they were earned; 0 = never
 
-    [value]                        # optional: the customer value score (server.value)
-    window_months = 12
+    [value]                        # the customer value score (back office: Value, segments)
+    window_months = 12             # purchases, spending and tickets of the last 12 months count
     premium_percent = 5            # the best 5 % of active customers are "premium"
-    high_from = 60
+    high_from = 60                 # score bands: high from 60, medium from 30, low below
     medium_from = 30
-    [value.weights]                # recency, frequency, monetary, punctuality, support
-    monetary = 35
+    [value.weights]                # each component is scored 0-100 among active customers
+    recency = 25                   # days since the last purchase
+    frequency = 25                 # purchases in the window
+    monetary = 35                  # net spending in the window (returns deducted)
+    punctuality = 10               # account customers paying on time; ignored for others
+    support = 5                    # tickets per purchase (fewer is better)
 
 Rules worth knowing (each is where shop systems go wrong):
 
