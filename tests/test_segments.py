@@ -369,3 +369,26 @@ def test_a_manager_saves_a_segment_and_downloads_its_csv_in_chromium(app, api, c
     assert sorted(r["customer_id"] for r in rows) == sorted([bought[0], bought[2]])
     assert {r["email"] for r in rows} == {"shopper0@example.org", "shopper2@example.org"}
     assert re.fullmatch(r"\d+", rows[0]["value_score"])
+
+
+def test_an_admin_sets_a_store_region_that_segments_use(app, api, creds, admin):
+    cid, _mail = _enrol(api)
+    with Session(app.extensions["loyalty.db"].main) as s:
+        store_id = s.scalar(select(Store.id).where(Store.code == "TEST"))
+    o = office(app, creds, admin)
+    url = f"{BO}/admin/stores/{store_id}"
+    o.get(url)
+    r = o.post(url, {"name": "Test shop", "country": "FR", "region": "x" * 81})
+    assert r.status_code == 422 and "A region has at most 80 characters." in \
+        r.get_data(as_text=True)
+    r = o.post(url, {"name": "Test shop", "country": "FR", "region": "  Île-de-France "})
+    assert r.status_code == 303
+    with Session(app.extensions["loyalty.db"].main) as s:
+        assert s.get(Store, store_id).region == "Île-de-France"
+        entry = s.scalars(select(AuditEntry).where(AuditEntry.action == "store.edit")).one()
+        assert entry.detail == {"store": "TEST", "fields": ["region"]}
+    with app.app_context(), Session(app.extensions["loyalty.db"].main) as s:
+        found = s.scalars(service.members(s, Definition(regions=["Île-de-France"]),
+                                          NOW)).all()
+    assert found == [cid]
+    assert "Île-de-France" in o.page(f"{BO}/segments/new")
