@@ -164,6 +164,12 @@ def summary(definition: Definition) -> list[tuple[str, str]]:
     return out
 
 
+def _cell(value) -> str:
+    """Text typed by people, safe in a spreadsheet: a leading = + - @ would start a formula."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 # --------------------------------------------------------------------------- pages
 
 
@@ -259,7 +265,9 @@ def export_segment(segment_id: int):
             if r.customer_id not in personal:
                 continue  # the consent changed between the two reads: left out
             data = personal[r.customer_id]
-            line += [r.language, *(data.get(f) or "" for f in header[7:])]
+            # names are typed by people; email and phone were checked when they were stored
+            line += [r.language, _cell(data.get("first_name")), _cell(data.get("last_name")),
+                     *(data.get(f) or "" for f in header[9:])]
         writer.writerow(line)
     log.info("segment %s exported by %s: %d rows, purpose %s, contacts %s", row.id,
              principal().actor, len(rows), purpose, bool(personal))
