@@ -32,7 +32,7 @@ from server.privacy import consent
 from server.segments.models import Segment
 from server.segments.schemas import SEASONS, Definition
 from server.stores.models import Store
-from server.value.service import scores
+from server.value.service import for_reports, scores
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,7 @@ def members(main: Session, definition: Definition, now: datetime) -> Select:
 
 def count(main: Session, definition: Definition, now: datetime | None = None) -> int:
     """How many customers are in the segment."""
+    for_reports(main)
     found = members(main, definition, now or utcnow()).subquery()
     return main.scalar(select(func.count()).select_from(found)) or 0
 
@@ -203,6 +204,7 @@ def export_rows(main: Session, definition: Definition, now: datetime,
     ``purpose``: only the members who granted it (the export is for that use).
     """
     programme = programmes.current(main)[1]
+    for_reports(main)
     found = members(main, definition, now)
     if purpose is not None:
         found = found.where(Customer.id.in_(consent.consenting(purpose)))
