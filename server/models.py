@@ -14,6 +14,7 @@ from server.loyalty.models import (
                                    RefundLine,
 )
 from server.privacy.models import AuditEntry, Consent
+from server.segments.models import Segment
 from server.staff.models import AuthFailure, Staff
 from server.stores.models import Store
 from server.taps.models import Visit
@@ -22,5 +23,5 @@ from server.vault.models import VaultRecord
 
 __all__ = ["AuditEntry", "AuthFailure", "Card", "CardFlag", "Consent", "Customer", "Device",
            "ImportedCustomer", "PointsEntry", "Product", "ProgrammeVersion", "Purchase",
-           "PurchaseLine", "Redemption", "Refund", "RefundLine", "Staff", "Store",
+           "PurchaseLine", "Redemption", "Refund", "RefundLine", "Segment", "Staff", "Store",
            "SurveyResponse", "Ticket", "TicketNote", "VaultRecord", "Visit"]

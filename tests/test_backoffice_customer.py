@@ -10,11 +10,10 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from server.cards.models import Card
-from server.customers.models import Customer
 from server.db import utcnow
 from server.loyalty.models import Purchase
 from server.privacy.models import AuditEntry
@@ -215,7 +214,6 @@ def test_the_file_shows_ledger_purchases_visits_survey_cards_and_value(app, api,
         s.execute(update(Purchase).where(Purchase.customer_id == old)
                   .values(paid_at=_at(s, utcnow() - timedelta(days=400))))
         s.commit()
-        customers = s.scalar(select(text("count(*)")).select_from(Customer))
 
     o = office(app, creds, "desk1")
     body = o.page(f"{BO}/customers/{cid}")
@@ -238,10 +236,12 @@ def test_the_file_shows_ledger_purchases_visits_survey_cards_and_value(app, api,
     survey = body[body.index('id="survey"'):]
     assert "Survey welcome-2026" in survey and "q_hobby" in survey and "cycling" in survey
     assert "q_kids" in survey
-    # the value rank: spending-based, computed among every customer
-    assert "Based on spending only" in body and "40.50 EUR" in body
-    assert f'data-rank="2">2 of {customers} customers' in body
-    assert f"(top {-(-200 // customers)}%)" in body
+    # the value score (server.value) among the 2 active customers: recency 50 (the other
+    # bought last), frequency 100, spending 50, support 100: 6000 / 90 -> 66, "high"
+    value = body[body.index('id="value"'):body.index('id="cards"')]
+    assert 'data-score="66"' in value and "high" in value, value
+    assert "2 of 2 active customers" in value
+    assert "40.50 EUR spent, returns deducted" in value
     assert card["card_id"] in body
 
     # the ledger and purchases are paged

@@ -108,6 +108,15 @@ MATRIX: dict[str, frozenset[str]] = {
     "POST /backoffice/tickets/<int:ticket_id>/due": DESK,
     "POST /backoffice/tickets/<int:ticket_id>/notes": DESK,
     "POST /backoffice/tickets/<int:ticket_id>/status": DESK,
+    # --- back office: value and segments (managers and admins)
+    "GET /backoffice/value": MANAGERS,
+    "GET /backoffice/segments": MANAGERS,
+    "GET /backoffice/segments/new": MANAGERS,
+    "POST /backoffice/segments/new": MANAGERS,
+    "GET /backoffice/segments/<int:segment_id>": MANAGERS,
+    "POST /backoffice/segments/<int:segment_id>": MANAGERS,
+    "POST /backoffice/segments/<int:segment_id>/delete": MANAGERS,
+    "POST /backoffice/segments/<int:segment_id>/export.csv": MANAGERS,
     # --- back office: administration (stores, devices, staff for admins; the programme)
     "GET /backoffice/admin/devices": ADMINS,
     "POST /backoffice/admin/devices": ADMINS,

@@ -22,8 +22,10 @@ def create_blueprint() -> Blueprint:
         admin,
         customers,
         privacy_pages,
+        segments,
         session_views,
         tickets,
+        value,
     )
     from server.backoffice.blueprint import bp
 

@@ -62,6 +62,7 @@ REFUSALS = {
     "code-invalid": _l("A store code has 1 to 32 letters, digits, - or _ (e.g. PARIS-01)."),
     "store-exists": _l("There is already a store %(code)s."),
     "store-unknown": _l("There is no such store."),
+    "region-invalid": _l("A region has at most 80 characters."),
     "role-invalid": _l("Choose one of the roles offered."),
     "device-unknown": _l("There is no such device."),
     "device-revoked": _l("This device is revoked already."),
@@ -123,6 +124,9 @@ class StoreForm(FlaskForm):
                                          "read."))
     allow_uid_only = BooleanField(_l("Accept old cards identified by their UID alone (weak: "
                                      "such a card is easy to copy)"))
+    region = StringField(_l("Region"), description=_l(
+        "Optional, as you say it (Vilnius, Île-de-France): segments select customers by "
+        "their home store's region."), render_kw={"maxlength": 80})
 
 
 class DeviceForm(FlaskForm):
@@ -199,10 +203,11 @@ def admin_store_add():
     try:
         store = stores.add(main_session(), code=form.code.data, name=form.name.data,
                            country=form.country.data, allow_uid_only=form.allow_uid_only.data,
-                           actor=_actor())
+                           actor=_actor(), region=form.region.data)
     except Refused as exc:
         _field_error(form, exc, {"code-invalid": "code", "store-exists": "code",
-                                 "name-invalid": "name", "country-invalid": "country"})
+                                 "name-invalid": "name", "country-invalid": "country",
+                                 "region-invalid": "region"})
         return _stores_page(form, 422)
     flash(_("Store %(code)s added.", code=store.code), "ok")
     return redirect(url_for(".admin_stores"), 303)
@@ -223,9 +228,11 @@ def admin_store(store_id: int):
     form = StoreForm()
     try:
         changed = stores.edit(main, store, name=form.name.data, country=form.country.data,
-                              allow_uid_only=form.allow_uid_only.data, actor=_actor())
+                              allow_uid_only=form.allow_uid_only.data, actor=_actor(),
+                              region=form.region.data)
     except Refused as exc:
-        _field_error(form, exc, {"name-invalid": "name", "country-invalid": "country"})
+        _field_error(form, exc, {"name-invalid": "name", "country-invalid": "country",
+                                 "region-invalid": "region"})
         return render_template(A + "store.html", store=store, form=form), 422
     flash(_("Store %(code)s saved.", code=store.code) if changed else
           _("Nothing was changed."), "ok" if changed else "info")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -17,12 +16,14 @@ from server.customers.models import Customer, SurveyResponse
 from server.db import utcnow
 from server.devices.auth import Principal
 from server.loyalty import programmes
-from server.loyalty.models import PointsEntry, Purchase, PurchaseLine, Refund
+from server.loyalty.models import PointsEntry, Purchase, PurchaseLine
 from server.privacy import consent, service
 from server.privacy.models import AuditEntry
 from server.staff.models import Staff
 from server.stores.models import Store
 from server.taps.models import Visit
+from server.value import service as value_service
+from server.value.service import Explanation
 
 AUDIT_PAGE = 50
 _STAFF = re.compile(r"staff:(\d+)")
@@ -33,7 +34,6 @@ PURCHASE_PAGE = 10
 CARD_LIMIT = 50
 CARD_EVENTS = ("card.replace", "card.block", "card.unblock")
 SURVEY_LIMIT = 10
-VALUE_DAYS = 365
 
 
 @dataclass
@@ -42,18 +42,6 @@ class Page:
 
     rows: list
     older: int | None
-
-
-@dataclass
-class Value:
-    """A spending-based rank until the real value score: 12 months of purchases less
-    returns, and where that stands among every customer."""
-
-    spent_cents: int
-    currency: str
-    rank: int  # 1 + the customers who spent more
-    customers: int
-    top_percent: int  # the customer is in the top ``top_percent`` % of customers
 
 
 @dataclass
@@ -72,7 +60,7 @@ class CustomerFile:
     lines: dict[int, list] = field(default_factory=dict)  # purchase id -> its lines
     visits: list = field(default_factory=list)  # by store: count and last visit
     surveys: list = field(default_factory=list)
-    value: Value | None = None
+    value: Explanation | None = None  # the value score, explained (server.value)
 
 
 def mask_uid(uid: str | None) -> str | None:
@@ -136,7 +124,7 @@ def customer_file(main: Session, vault: Session, principal: Principal, customer_
         surveys=list(main.scalars(
             select(SurveyResponse).where(SurveyResponse.customer_id == customer_id)
             .order_by(SurveyResponse.id.desc()).limit(SURVEY_LIMIT))),
-        value=value_rank(main, customer_id),
+        value=value_service.explain(main, programmes.current(main)[1], customer_id, utcnow()),
     )
 
 
@@ -206,31 +194,6 @@ def visits_by_store(main: Session, customer_id: str) -> list:
         .where(Visit.customer_id == customer_id)
         .group_by(Store.id, Store.code, Store.name)
         .order_by(func.count(Visit.id).desc(), Store.code).limit(100)).all()
-
-
-def spending(since):
-    """Per customer: purchases paid since ``since`` less what was returned of them."""
-    bought = (select(Purchase.customer_id, func.sum(Purchase.total_cents).label("cents"))
-              .where(Purchase.paid_at >= since).group_by(Purchase.customer_id).subquery())
-    returned = (select(Purchase.customer_id, func.sum(Refund.amount_cents).label("cents"))
-                .join(Purchase, Purchase.id == Refund.purchase_id)
-                .where(Purchase.paid_at >= since).group_by(Purchase.customer_id).subquery())
-    return (select(bought.c.customer_id,
-                   (bought.c.cents - func.coalesce(returned.c.cents, 0)).label("net"))
-            .outerjoin(returned, returned.c.customer_id == bought.c.customer_id).subquery())
-
-
-def value_rank(main: Session, customer_id: str) -> Value:
-    """The customer's spending over the last 12 months and its rank among all customers."""
-    spend = spending(utcnow() - timedelta(days=VALUE_DAYS))
-    mine = main.scalar(select(spend.c.net).where(spend.c.customer_id == customer_id)) or 0
-    above = main.scalar(select(func.count()).select_from(spend).where(spend.c.net > mine))
-    customers = main.scalar(select(func.count(Customer.id))) or 1
-    currency = main.scalar(select(Purchase.currency).where(Purchase.customer_id == customer_id)
-                           .order_by(Purchase.id.desc()).limit(1))
-    rank = above + 1
-    return Value(int(mine), currency or programmes.current(main)[1].currency, rank, customers,
-                 max(1, -(-100 * rank // customers)))
 
 
 @dataclass

@@ -92,6 +92,18 @@ Example, the programme a fresh install starts with (``default_programme.toml``):
     [expiry]
     months = 24                    # points expire this long after they were earned; 0 = never
 
+    [value]                        # the customer value score (back office: Value, segments)
+    window_months = 12             # purchases, spending and tickets of the last 12 months count
+    premium_percent = 5            # the best 5 % of active customers are "premium"
+    high_from = 60                 # score bands: high from 60, medium from 30, low below
+    medium_from = 30
+    [value.weights]                # each component is scored 0-100 among active customers
+    recency = 25                   # days since the last purchase
+    frequency = 25                 # purchases in the window
+    monetary = 35                  # net spending in the window (returns deducted)
+    punctuality = 10               # account customers paying on time; ignored for others
+    support = 5                    # tickets per purchase (fewer is better)
+
 Rules worth knowing (each is where shop systems go wrong):
 
 - A line earns on its net amount (quantity x unit price - discount), but a line with any
@@ -139,7 +151,8 @@ from pydantic import (
 __all__ = [
     "DEFAULT_PROGRAMME_FILE", "Earning", "Exclusion", "Expiry", "LineEarning", "LineIn",
     "Multiplier", "Programme", "ProgrammeError", "Promotion", "Redemption", "Reward",
-    "RewardNotAllowedError", "Tier", "TierRules", "UnknownCodeError", "Visit",
+    "RewardNotAllowedError", "Tier", "TierRules", "UnknownCodeError", "ValueRules",
+    "ValueWeights", "Visit",
     "default_programme", "earn", "expiry_date", "load_programme", "needs_step_up",
     "reward_allowed", "tier_change", "tier_for", "visit_points", "window_start",
 ]
@@ -425,6 +438,45 @@ class Expiry(_Model):
     months: Annotated[StrictInt, Field(ge=0, le=1200)]
 
 
+class ValueWeights(_Model):
+    """How much each component counts in the customer value score (0 = ignored)."""
+
+    recency: Annotated[StrictInt, Field(ge=0, le=100)] = 25
+    frequency: Annotated[StrictInt, Field(ge=0, le=100)] = 25
+    monetary: Annotated[StrictInt, Field(ge=0, le=100)] = 35
+    punctuality: Annotated[StrictInt, Field(ge=0, le=100)] = 10
+    support: Annotated[StrictInt, Field(ge=0, le=100)] = 5
+
+    @model_validator(mode="after")
+    def _something_counts(self):
+        if self.recency + self.frequency + self.monetary + self.support == 0:
+            raise ValueError("give a weight above 0 to recency, frequency, monetary or "
+                             "support: punctuality alone is unknown for most customers")
+        return self
+
+
+class ValueRules(_Model):
+    """The customer value score (``server.value``): its window, weights and bands.
+
+    ``premium_percent``: the best this share of active customers are "premium";
+    ``high_from`` and ``medium_from``: score thresholds of the "high" and "medium" bands.
+    """
+
+    window_months: Annotated[StrictInt, Field(ge=1, le=60)] = 12
+    weights: ValueWeights = ValueWeights()
+    premium_percent: Annotated[Decimal, Field(gt=0, le=50)] = Decimal(5)
+    high_from: Annotated[StrictInt, Field(ge=1, le=100)] = 60
+    medium_from: Annotated[StrictInt, Field(ge=0, le=100)] = 30
+
+    @field_validator("medium_from")
+    @classmethod
+    def _bands_order(cls, medium: int, info: ValidationInfo) -> int:
+        high = info.data.get("high_from")
+        if high is not None and medium >= high:
+            raise ValueError(f"{medium} must be below high_from ({high})")
+        return medium
+
+
 def _currency(value: str) -> str:
     if len(value) != 3 or not value.isascii() or not value.isalpha() or not value.isupper():
         raise ValueError("must be an ISO 4217 code of 3 upper-case letters, e.g. EUR")
@@ -455,6 +507,7 @@ class Programme(_Model):
     rewards: tuple[Reward, ...] = ()
     redemption: Redemption
     expiry: Expiry
+    value: ValueRules = ValueRules()
 
     @field_validator("tiers")
     @classmethod

@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 from server.api.problems import Problem
 from server.customers.models import Customer
 from server.devices.auth import Principal
-from server.privacy import access, audit
+from server.privacy import access, audit, consent
+from server.privacy.models import Consent
 from server.privacy.schemas import RectifyIn
 from server.vault.service import (
     display_name,
@@ -27,6 +28,11 @@ from server.vault.service import (
 READ_ROLES = ("desk", "manager", "admin")
 ERASE_ROLES = ("manager", "admin")
 AUDIT_ROLES = ("admin",)
+# who may take many customers' contact details at once (a segment's export for a campaign)
+LIST_ROLES = ("manager", "admin")
+# the contact details a purpose allows to export, besides the name and language
+PURPOSE_FIELDS = {"marketing_email": ("email",), "marketing_sms": ("phone",)}
+CHUNK = 500
 
 
 def country_of(principal: Principal) -> str:
@@ -108,3 +114,30 @@ def export(main: Session, vault: Session, principal: Principal, customer_id: str
     document = access.export(main, vault, customer_id)
     audit.record(main, principal.actor, "personal-data.export", customer_id, view=view)
     return document
+
+
+def contacts(main: Session, vault: Session, principal: Principal, customer_ids: list[str],
+             purpose: str, view: str, detail: dict | None = None) -> dict[str, dict]:
+    """Names, language and the purpose's contact field of the customers who granted
+    ``purpose`` (checked again here, on the consent ledger); one audit entry for the list.
+
+    Raises:
+        Problem: ``forbidden-role`` for a role that may not export contact details.
+    """
+    if principal.role not in LIST_ROLES:
+        raise Problem("forbidden-role", f"a {principal.role} may not export contact details")
+    fields = ("first_name", "last_name", *PURPOSE_FIELDS[purpose])
+    allowed: set[str] = set()
+    for start in range(0, len(customer_ids), CHUNK):
+        chunk = customer_ids[start:start + CHUNK]
+        allowed.update(main.scalars(consent.consenting(purpose)
+                                    .where(Consent.customer_id.in_(chunk))))
+    found = {}
+    for customer_id in customer_ids:
+        if customer_id in allowed:
+            data = read_personal_data(vault, customer_id) or {}
+            found[customer_id] = {f: data.get(f) for f in fields}
+    audit.record(main, principal.actor, "personal-data.export-list", None, view=view,
+                 detail={**(detail or {}), "purpose": purpose, "fields": list(fields),
+                         "customers": sorted(found)})
+    return found

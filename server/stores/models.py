@@ -20,4 +20,6 @@ class Store(Base):
     allow_uid_only: Mapped[bool] = mapped_column(Boolean, default=False)
     # ISO 3166 country (FR, LT): how a phone number typed without its +33/+370 is read
     country: Mapped[str] = mapped_column(String(2), default="FR", server_default="FR")
+    # free text such as "Vilnius" or "Île-de-France": segments select customers by it
+    region: Mapped[str | None] = mapped_column(String(80))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -23,6 +23,8 @@ COUNTRIES = ("FR", "LT")
 # letters, digits, - and _: a code goes into promotions' store lists and the CLI's arguments
 CODE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 NAME_MAX = 120
+REGION_MAX = 80
+KEEP = object()  # edit(): leave the region as it is
 
 
 class Refused(ValueError):
@@ -53,6 +55,18 @@ def clean_name(name: str | None, what: str = "name") -> str:
     if not name or len(name) > NAME_MAX:
         raise Refused("name-invalid", f"a {what} has 1 to {NAME_MAX} characters")
     return name
+
+
+def clean_region(region: str | None) -> str | None:
+    """A region as typed ("Vilnius", "Île-de-France"), spaces tidied; empty is none.
+
+    Raises:
+        Refused: ``region-invalid``.
+    """
+    region = " ".join((region or "").split())
+    if len(region) > REGION_MAX:
+        raise Refused("region-invalid", f"a region has at most {REGION_MAX} characters")
+    return region or None
 
 
 def _country(country: str | None) -> str:
@@ -114,7 +128,7 @@ def by_code(main: Session, code: str) -> Store:
 
 
 def add(main: Session, *, code: str, name: str, country: str, allow_uid_only: bool = False,
-        actor: str, view: str = VIEW) -> Store:
+        actor: str, view: str = VIEW, region: str | None = None) -> Store:
     """Add a store.
 
     Raises:
@@ -127,7 +141,8 @@ def add(main: Session, *, code: str, name: str, country: str, allow_uid_only: bo
     country = _country(country)
     if main.scalar(select(Store.id).where(Store.code == code)):
         raise Refused("store-exists", f"store {code} exists already", code=code)
-    store = Store(code=code, name=name, country=country, allow_uid_only=bool(allow_uid_only))
+    store = Store(code=code, name=name, country=country, allow_uid_only=bool(allow_uid_only),
+                  region=clean_region(region))
     main.add(store)
     main.flush()
     record_change(main, actor, "store.add", view,
@@ -137,14 +152,17 @@ def add(main: Session, *, code: str, name: str, country: str, allow_uid_only: bo
 
 
 def edit(main: Session, store: Store, *, name: str, country: str, allow_uid_only: bool,
-         actor: str, view: str = VIEW) -> list[str]:
-    """Change a store's name, country or UID-only setting; the fields changed (audited).
+         actor: str, view: str = VIEW, region=KEEP) -> list[str]:
+    """Change a store's name, country, UID-only setting or region; the fields changed
+    (audited).
 
     Raises:
-        Refused: ``name-invalid``, ``country-invalid``.
+        Refused: ``name-invalid``, ``country-invalid``, ``region-invalid``.
     """
     new = {"name": clean_name(name), "country": _country(country),
            "allow_uid_only": bool(allow_uid_only)}
+    if region is not KEEP:
+        new["region"] = clean_region(region)
     changed = [field for field, value in new.items() if getattr(store, field) != value]
     if not changed:
         return []

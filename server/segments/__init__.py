@@ -1,0 +1,1 @@
+"""Segments: saved, validated definitions of a set of customers (``service.members``)."""

@@ -1,0 +1,1 @@
+"""Customer value: a score per customer, explained (``service``)."""
