@@ -31,8 +31,7 @@ def statements_run(month: str | None) -> None:
         report = statements.run(current_app.extensions["loyalty.db"], current_app.config,
                                 month=month)
     except ValueError as exc:
-        raise click.BadParameter(f"{month!r}: give the month as YYYY-MM",
-                                 param_hint="--month") from exc
+        raise click.BadParameter(str(exc), param_hint="--month") from exc
     click.echo(json.dumps(report.as_dict(), indent=2))
     if report.failed:
         raise SystemExit(1)

@@ -66,7 +66,10 @@ def bounds(month: str, zone) -> tuple[datetime, datetime, date]:
     Raises:
         ValueError: not ``YYYY-MM``.
     """
-    first = datetime.strptime(month, "%Y-%m").date()
+    try:
+        first = datetime.strptime(month, "%Y-%m").date()
+    except ValueError:
+        raise ValueError(f"{month!r}: give the month as YYYY-MM") from None
     following = (first + timedelta(days=32)).replace(day=1)
     start = datetime.combine(first, time(), zone).astimezone(UTC)
     end = datetime.combine(following, time(), zone).astimezone(UTC)
@@ -88,7 +91,7 @@ def candidates(main: Session, start: datetime, end: datetime) -> list[str]:
                           AccountPayment.paid_at < end)
     owing = (charged(cid, start) - paid_before(cid, start)) != 0
     query = (select(cid).join(Customer, Customer.id == cid)
-             .where(Customer.erased_at.is_(None), Account.opened_at < end,
+             .where(Customer.erased_at.is_(None),
                     bought | returned | paid | owing)
              .order_by(cid))
     return list(main.scalars(query))
@@ -193,7 +196,7 @@ def run(dbs, config: dict, month: str | None = None, now: datetime | None = None
     """Build the month's missing statements, then send every unsent one (needs an app context).
 
     Raises:
-        ValueError: ``month`` is not ``YYYY-MM``.
+        ValueError: ``month`` is not ``YYYY-MM``, or is not over yet.
     """
     now = now or datetime.now(UTC)
     with Session(dbs.main) as main:
@@ -201,6 +204,8 @@ def run(dbs, config: dict, month: str | None = None, now: datetime | None = None
     zone = programme.zone
     month = month or previous_month(now, zone)
     start, end, _last = bounds(month, zone)
+    if end > now:
+        raise ValueError(f"{month} is not over yet")
     report = StatementsReport(month)
     with Session(dbs.main) as main:
         done = set(main.scalars(select(Statement.customer_id).where(Statement.month == month)))
@@ -303,6 +308,9 @@ def compose(config: dict, statement: Statement, personal: dict):
     msg.add_alternative(html, subtype="html")
     msg.add_attachment(pdf, maintype="application", subtype="pdf",
                        filename=f"statement-{statement.month}-{statement.customer_id}.pdf")
+    # making it multipart moved every Content-* header onto the text part: say it again
+    del msg["Content-Language"]
+    msg["Content-Language"] = statement.language
     return msg
 
 
