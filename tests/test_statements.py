@@ -404,3 +404,43 @@ def test_the_customer_page_lists_statements_and_desk_downloads_the_pdf(app, api,
     with Session(app.extensions["loyalty.db"].main) as s:
         account = service.get(s, fresh)
         assert (account.credit_limit_cents, account.terms_days) == (25000, 45)
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("db_backend", ["sqlite"])
+def test_in_chromium_a_manager_records_a_payment_and_downloads_the_statement(
+        app, api, creds, smtp, manager, browser, screenshots):
+    from tests.support.fixtures_devices import serve
+
+    who = _shop(app, api, creds)
+    _run(app, smtp.url)
+    with serve(app) as url:
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB",
+                                      accept_downloads=True)
+        page = context.new_page()
+        errors = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        try:
+            page.goto(f"{url}/backoffice/")
+            page.get_by_label("User name").fill(manager)
+            page.get_by_label("Password").fill(creds.passwords[manager])
+            with page.expect_navigation():
+                page.get_by_role("button", name="Log in").click()
+            page.goto(f"{url}/backoffice/customers/{who['jurate']}")
+            section = page.locator("section.trade-account")
+            assert section.locator("[data-balance]").get_attribute("data-balance") == "52.50"
+            page.get_by_label("Amount paid").fill("50.00")
+            page.get_by_label("How").select_option("cash")
+            with page.expect_navigation():
+                page.get_by_role("button", name="Record the payment").click()
+            assert "balance due 2.50" in page.get_by_role("status").first.inner_text()
+            assert section.locator("[data-balance]").get_attribute("data-balance") == "2.50"
+            section.screenshot(path=screenshots / "backoffice-account-statements-en.png")
+            with page.expect_download() as download:
+                page.get_by_role("link", name=f"Download statement {MONTH}").click()
+            data = download.value.path().read_bytes()
+        finally:
+            context.close()
+    assert not errors, errors
+    assert "52,50 €" in _pdf_text(data)  # the statement as sent: October's balance
