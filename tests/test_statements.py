@@ -221,6 +221,13 @@ def test_statements_hold_the_hand_computed_figures_and_are_sent_once(app, api, c
     assert again.built == [] and again.sent == []
     assert len(smtp.messages) == 2
 
+    # the right of access shows the account, its payments and the statements
+    export = api.client.get(f"/api/v1/customers/{who['jurate']}/export",
+                            headers=creds.staff_auth("desk1")).get_json()
+    assert [st["closing_cents"] for st in export["statements"]] == [5250]
+    assert [p["amount_cents"] for p in export["account_payments"]] == [10000]
+    assert export["account"][0]["terms_days"] == 30
+
 
 def test_a_crash_between_two_customers_resumes_without_sending_twice(app, api, creds, smtp,
                                                                      monkeypatch):
