@@ -230,16 +230,23 @@ def run(dbs, config: dict, month: str | None = None, now: datetime | None = None
 def send_statement(dbs, config: dict, statement_id: int, report: StatementsReport) -> None:
     """Send one statement to its account holder, in their language, and mark it sent."""
     with Session(dbs.main) as main, Session(dbs.vault) as vault:
-        statement = main.get(Statement, statement_id, with_for_update=True)
-        if statement is None or statement.sent_at is not None:
-            return  # another run sent it
+        # held until marked sent: a second run at the same time skips it (PostgreSQL; SQLite
+        # runs one writer anyway, and the job is meant to run from one cron)
+        statement = main.scalar(select(Statement).where(
+            Statement.id == statement_id, Statement.sent_at.is_(None))
+            .with_for_update(skip_locked=True))
+        if statement is None:
+            return  # sent, or being sent, by another run
         label = f"{statement.customer_id} {statement.month}"
         customer = main.get(Customer, statement.customer_id)
         if customer.erased_at is not None:
             report.skipped.append(label)
             return
-        personal = read_as_system(main, vault, ACTOR, statement.customer_id, VIEW)
-        main.commit()  # the read is in the audit log whatever happens to the mail
+        with Session(dbs.main) as audit:
+            # its own transaction: the read is logged whatever happens to the mail, and the
+            # audit chain's head is not held while the mail server answers
+            personal = read_as_system(audit, vault, ACTOR, statement.customer_id, VIEW)
+            audit.commit()
         if not personal.get("email"):
             report.skipped.append(label)
             return
