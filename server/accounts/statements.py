@@ -46,6 +46,8 @@ from server.privacy.service import read_as_system
 from server.stores.models import Store
 
 log = logging.getLogger(__name__)
+# fpdf2's font subsetting logs every table it prunes at INFO: not the service's business
+logging.getLogger("fontTools").setLevel(logging.WARNING)
 ACTOR = "job:statements"
 VIEW = "statements"
 FONT_DIR = "/usr/share/fonts/truetype/dejavu"
@@ -348,6 +350,14 @@ def render_pdf(statement: Statement, holder: str) -> bytes:
         pdf.cell(width * 0.6, 6, label)
         pdf.cell(width * 0.4, 6, value, align="R", new_x="LMARGIN", new_y="NEXT")
 
+    def fit(text: str, room: float) -> str:
+        """The text, shortened with an ellipsis to what fits in ``room``."""
+        if pdf.get_string_width(text) <= room:
+            return text
+        while text and pdf.get_string_width(text + "…") > room:
+            text = text[:-1]
+        return text.rstrip() + "…"
+
     def heading(text: str) -> None:
         pdf.ln(3)
         pdf.set_font("DejaVu", "B", 11)
@@ -379,13 +389,13 @@ def render_pdf(statement: Statement, holder: str) -> bytes:
         title = f"{f.day(purchase['at'])} · {purchase['store']}"
         if purchase["receipt"]:
             title += f" · {_('Receipt')} {purchase['receipt']}"
-        pdf.cell(width * 0.75, 6, title)
+        pdf.cell(width * 0.75, 6, fit(title, width * 0.75 - 2))
         pdf.cell(width * 0.25, 6, f.money(purchase["total_cents"]), align="R",
                  new_x="LMARGIN", new_y="NEXT")
         pdf.set_font("DejaVu", "", 9)
         for line in purchase["lines"]:
             pdf.cell(width * 0.05, 5, "")
-            pdf.cell(width * 0.5, 5, line["name"][:60])
+            pdf.cell(width * 0.5, 5, fit(line["name"], width * 0.5 - 2))
             pdf.cell(width * 0.2, 5, f"{f.quantity(line['quantity_milli'])} × "
                                      f"{f.money(line['unit_price_cents'])}", align="R")
             pdf.cell(width * 0.25, 5, f.money(line["net_cents"]), align="R",
