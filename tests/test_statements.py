@@ -451,3 +451,41 @@ def test_in_chromium_a_manager_records_a_payment_and_downloads_the_statement(
             context.close()
     assert not errors, errors
     assert "52,50 €" in _pdf_text(data)  # the statement as sent: October's balance
+
+
+def test_two_tills_cannot_both_spend_the_last_credit(app, api, creds):
+    """Eight purchases of 60.00 at once on an account with 100.00 of credit: one goes on it."""
+    import threading
+
+    import requests
+    from werkzeug.serving import make_server
+
+    cid = _enrol(api)
+    _open(app, cid, limit="100")
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}/api/v1/purchases"
+    barrier = threading.Barrier(8)
+    statuses: list[int] = []
+
+    def buy() -> None:
+        body = api.purchase_body([api.line("BIG", 1, "60.00")], customer_id=cid,
+                                 on_account=True)
+        barrier.wait(timeout=30)
+        statuses.append(requests.post(url, json=body, headers=creds.h("till"),
+                                      timeout=30).status_code)
+
+    try:
+        threads = [threading.Thread(target=buy) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        server.server_close()
+    assert sorted(statuses) == [201] + [409] * 7, statuses
+    with Session(app.extensions["loyalty.db"].main) as s:
+        assert service.balance(s, cid) == 6000
