@@ -79,6 +79,9 @@ MATRIX: dict[str, frozenset[str]] = {
     "GET /api/v1/tickets/<int:ticket_id>": DESK,
     "PATCH /api/v1/tickets/<int:ticket_id>": DESK,
     "POST /api/v1/tickets/<int:ticket_id>/notes": DESK,
+    # --- API: account customers (payments at the till or by a manager)
+    "POST /api/v1/accounts/<customer_id>/payments": TILL | MANAGERS,
+    "GET /api/v1/accounts/<customer_id>": DESK,
     # --- back office: session
     "GET /backoffice/login": EVERYONE,
     "POST /backoffice/login": EVERYONE,
@@ -117,6 +120,11 @@ MATRIX: dict[str, frozenset[str]] = {
     "POST /backoffice/segments/<int:segment_id>": MANAGERS,
     "POST /backoffice/segments/<int:segment_id>/delete": MANAGERS,
     "POST /backoffice/segments/<int:segment_id>/export.csv": MANAGERS,
+    # --- back office: accounts and statements
+    "POST /backoffice/customers/<customer_id>/account": MANAGERS,
+    "POST /backoffice/customers/<customer_id>/account/close": MANAGERS,
+    "POST /backoffice/customers/<customer_id>/account/payments": MANAGERS,
+    "GET /backoffice/customers/<customer_id>/statements/<int:statement_id>.pdf": DESK,
     # --- back office: administration (stores, devices, staff for admins; the programme)
     "GET /backoffice/admin/devices": ADMINS,
     "POST /backoffice/admin/devices": ADMINS,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic.json_schema import models_json_schema
 
+from server.accounts.schemas import PaymentIn, PaymentOut
 from server.api.problems import PROBLEMS, TYPE_PREFIX
 from server.cards.schemas import (
     ActivationIn,
@@ -275,8 +276,32 @@ def _ticket_paths() -> dict:
     }
 
 
+ACCOUNT_MODELS = (PaymentIn, PaymentOut)
+
+
+def _account_paths() -> dict:
+    """Account customers: payments on account and the account's state."""
+    return {
+        "/accounts/{customer_id}/payments": {
+            "parameters": CUSTOMER_ID,
+            "post": _operation(
+                "A payment towards the customer's account", "till, manager, admin",
+                "PaymentIn", "201", "PaymentOut", "no-account", "event-id-conflict"),
+        },
+        "/accounts/{customer_id}": {
+            "parameters": CUSTOMER_ID,
+            "get": {"summary": "The account: credit limit, terms, balance due, punctuality "
+                               "(desk, manager, admin)",
+                    "security": [{"staffBasic": []}],
+                    "responses": {"200": {"description": "the account"},
+                                  **_problems(*AUTH, "no-account")}},
+        },
+    }
+
+
 def build() -> dict:
-    _, schemas = models_json_schema([(m, "validation") for m in MODELS + TICKET_MODELS],
+    _, schemas = models_json_schema([(m, "validation") for m in MODELS + TICKET_MODELS
+                                     + ACCOUNT_MODELS],
                                     ref_template="#/components/schemas/{model}")
     components = schemas.get("$defs", {})
     components["Problem"] = {
@@ -324,7 +349,8 @@ def build() -> dict:
             "/purchases": {"post": _operation(
                 "A purchase: the points each line earns", "till", "PurchaseIn", "201",
                 "PurchaseOut", *CARD, "currency-mismatch", "store-mismatch", "total-mismatch",
-                "reward-used", "reward-not-found", "event-id-conflict")},
+                "reward-used", "reward-not-found", "no-account", "credit-limit-exceeded",
+                "event-id-conflict")},
             "/refunds": {"post": _operation(
                 "A whole or partial return: exactly the points those lines earned come back",
                 "till", "RefundIn", "201", "RefundOut", "purchase-not-found",
@@ -375,5 +401,6 @@ def build() -> dict:
             **_privacy_paths(),
             **_kiosk_paths(),
             **_ticket_paths(),
+            **_account_paths(),
         },
     }

@@ -67,6 +67,8 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "sun-forged": (422, "The card's secure NFC (SUN) message does not verify"),
     "internal-error": (500, "Internal error"),
     "service-unavailable": (503, "The service is busy or a database is unreachable; try again"),
+    "no-account": (409, "This customer has no open account: the purchase cannot go on account"),
+    "credit-limit-exceeded": (409, "This purchase would take the account over its credit limit"),
     "card-not-active": (409, "Only an active card can be blocked"),
     "card-not-blocked": (409, "This card is not blocked: a replaced or cancelled card cannot "
                               "be unblocked"),

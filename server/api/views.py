@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
+from server.accounts.views import bp as accounts_bp
 from server.api import openapi
 from server.api.problems import PROBLEMS, TYPE_PREFIX, Problem
 from server.cards.views import bp as cards_bp
@@ -26,6 +27,7 @@ api.register_blueprint(devices_bp)
 api.register_blueprint(customers_bp)
 api.register_blueprint(staff_bp)
 api.register_blueprint(tickets_bp)
+api.register_blueprint(accounts_bp)
 
 
 @api.get("/openapi.json")

@@ -19,6 +19,7 @@ from flask import Blueprint
 def create_blueprint() -> Blueprint:
     """The back office with all its pages (the modules add their routes when imported)."""
     from server.backoffice import (  # noqa: F401
+        accounts,
         admin,
         customers,
         privacy_pages,

@@ -42,6 +42,9 @@ class Purchase(Base):
     currency: Mapped[str] = mapped_column(String(3))
     total_cents: Mapped[int] = mapped_column(Integer)
     points_earned: Mapped[int] = mapped_column(Integer, default=0)
+    # "account": paid on the customer's account (server.accounts), to be paid later; None:
+    # paid at the till
+    payment: Mapped[str | None] = mapped_column(String(16))
     paid_at: Mapped[datetime] = mapped_column(UTCDateTime())
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

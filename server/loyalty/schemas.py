@@ -58,6 +58,8 @@ class PurchaseIn(CustomerRef):
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
     total: Money
     lines: list[PurchaseLineIn] = Field(min_length=1, max_length=500)
+    on_account: bool = Field(default=False, description="Paid on the customer's account "
+                             "(an open account with enough credit), to be paid later")
 
     @model_validator(mode="after")
     def _line_numbers(self):

@@ -171,6 +171,10 @@ def record_purchase(main: Session, device: Principal, req: PurchaseIn) -> tuple[
     if sum(nets) != cents(req.total):
         raise Problem("total-mismatch", f"the lines add up to {Decimal(sum(nets)) / 100:.2f}")
     _check_rewards(main, customer.id, req)
+    if req.on_account:
+        from server.accounts.service import check_charge
+
+        check_charge(main, customer.id, cents(req.total))
 
     earned = earn(programme, [
         LineIn(line_no=line.line_no, sku=line.sku, category=line.category,
@@ -183,7 +187,8 @@ def record_purchase(main: Session, device: Principal, req: PurchaseIn) -> tuple[
     purchase = Purchase(event_id=event_id, customer_id=customer.id, card_id=card_id,
                         store_id=store.id, device_id=device.id, till=req.till, seller=req.seller,
                         receipt=req.receipt, currency=req.currency, total_cents=cents(req.total),
-                        points_earned=sum(points.values()), paid_at=req.paid_at)
+                        points_earned=sum(points.values()), paid_at=req.paid_at,
+                        payment="account" if req.on_account else None)
     main.add(purchase)
     # claims the event id
     previous = flush_or_replay(main, lambda: _replay_purchase(main, device, event_id))

@@ -13,6 +13,7 @@ from decimal import Decimal
 from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
+from server.accounts.models import Account, AccountPayment, Statement
 from server.api.problems import Problem
 from server.cards.models import Card
 from server.cards.service import card_flags
@@ -115,6 +116,13 @@ def export(main: Session, vault: Session, customer_id: str) -> dict:
                                ImportedCustomer.source_id),
         # warranty claims, support issues and complaints, with their notes and changes
         "tickets": tickets,
+        # buying on account: the account, payments on it, the monthly statements
+        "account": _rows(main, Account.__table__, Account.customer_id == customer_id,
+                         Account.customer_id),
+        "account_payments": _rows(main, AccountPayment.__table__,
+                                  AccountPayment.customer_id == customer_id, AccountPayment.id),
+        "statements": _rows(main, Statement.__table__, Statement.customer_id == customer_id,
+                            Statement.id),
         # who has read or changed this customer's personal data
         "access_log": _rows(main, AuditEntry.__table__, AuditEntry.customer_id == customer_id,
                             AuditEntry.id),
