@@ -1,5 +1,6 @@
 """Every model, imported once so that each metadata is complete (for Alembic and tests)."""
 
+from server.campaigns.models import BirthdayDay, Campaign, CampaignMessage
 from server.cards.models import Card, CardFlag
 from server.customers.models import Customer, SurveyResponse
 from server.devices.models import Device
@@ -20,7 +21,7 @@ from server.taps.models import Visit
 from server.tickets.models import Product, Ticket, TicketNote
 from server.vault.models import VaultRecord
 
-__all__ = ["AuditEntry", "AuthFailure", "Card", "CardFlag", "Consent", "Customer", "Device",
+__all__ = ["AuditEntry", "AuthFailure", "BirthdayDay", "Campaign", "CampaignMessage", "Card", "CardFlag", "Consent", "Customer", "Device",
            "ImportedCustomer", "PointsEntry", "Product", "ProgrammeVersion", "Purchase",
            "PurchaseLine", "Redemption", "Refund", "RefundLine", "Staff", "Store",
            "SurveyResponse", "Ticket", "TicketNote", "VaultRecord", "Visit"]
