@@ -15,6 +15,7 @@ from flask.cli import AppGroup
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from server.campaigns.cli import campaigns_cli
 from server.cards.sun_keys import sun_cli
 from server.devices import service as devices
 from server.devices.auth import hash_key
@@ -52,6 +53,7 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(sun_cli)
     app.cli.add_command(keys_cli)
     app.cli.add_command(products_cli)
+    app.cli.add_command(campaigns_cli)
 
 
 @click.group("db", cls=AppGroup, help="Database schema.")

@@ -21,7 +21,8 @@ from server.taps.models import Visit
 from server.tickets.models import Product, Ticket, TicketNote
 from server.vault.models import VaultRecord
 
-__all__ = ["AuditEntry", "AuthFailure", "BirthdayDay", "Campaign", "CampaignMessage", "Card", "CardFlag", "Consent", "Customer", "Device",
+__all__ = ["AuditEntry", "AuthFailure", "BirthdayDay", "Campaign", "CampaignMessage",
+           "Card", "CardFlag", "Consent", "Customer", "Device",
            "ImportedCustomer", "PointsEntry", "Product", "ProgrammeVersion", "Purchase",
            "PurchaseLine", "Redemption", "Refund", "RefundLine", "Staff", "Store",
            "SurveyResponse", "Ticket", "TicketNote", "VaultRecord", "Visit"]

@@ -332,9 +332,10 @@ def process(app, campaign_ids: list[int] | None = None, *, sleep=time.sleep,
     with Session(dbs.main) as main:
         due = main.execute(query).all()
     report = SendReport()
-    for message_id, channel in due:
-        throttles[channel].wait()
-        _send_one(app, dbs, config, message_id, max_attempts, report, transport)
+    with app.app_context():  # the vault's and the audit log's keys are the app's
+        for message_id, channel in due:
+            throttles[channel].wait()
+            _send_one(app, dbs, config, message_id, max_attempts, report, transport)
     log.info("campaigns: %s", report.as_dict())
     return report
 
@@ -379,7 +380,8 @@ def refresh_birthdays(app, now: datetime) -> int:
             birth = read_for_job(main, vault, ACTOR, customer_id, "campaigns:birthday",
                                  ("birth_date",))["birth_date"]
             main.add(BirthdayDay(customer_id=customer_id,
-                                 month_day=birth[5:10] if birth else None, checked_at=now))
+                                 month_day=birth[5:10] if birth else None,
+                                 checked_at=utcnow()))  # compared with the vault's clock
             if i % 200 == 0:
                 main.commit()
         main.commit()
@@ -445,7 +447,8 @@ def run_triggers(app, now: datetime | None = None, *, sleep=time.sleep) -> dict:
     twice: the trigger key (``birthday:2026``) is in the send log's unique key."""
     now = now or utcnow()
     dbs = app.extensions["loyalty.db"]
-    read = refresh_birthdays(app, now)
+    with app.app_context():
+        read = refresh_birthdays(app, now)
     queued = {}
     with Session(dbs.main) as main:
         active = list(main.scalars(select(Campaign).where(
@@ -461,7 +464,8 @@ def run_triggers(app, now: datetime | None = None, *, sleep=time.sleep) -> dict:
                 count += _insert_ignore(main, rows[start:start + 500])
             queued[campaign.id] = count
         main.commit()
-    report = process(app, [c.id for c in active], sleep=sleep) if active else SendReport()
+    ids = list(queued)
+    report = process(app, ids, sleep=sleep) if ids else SendReport()
     return {"birthdays_read": read, "queued": queued, **report.as_dict()}
 
 
