@@ -20,6 +20,7 @@ def create_blueprint() -> Blueprint:
     """The back office with all its pages (the modules add their routes when imported)."""
     from server.backoffice import (  # noqa: F401
         admin,
+        campaigns,
         customers,
         privacy_pages,
         session_views,
