@@ -5,6 +5,7 @@ the STOP keyword, throttling, retries, at-most-once sending, and the daily trigg
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from datetime import timedelta
@@ -361,3 +362,91 @@ def test_triggers_welcome_birthday_expiring_no_visit_and_twice(app, api, smtp): 
     with Session(_dbs(app).main) as main:
         assert main.scalar(select(func.count()).select_from(BirthdayDay)
                            .where(BirthdayDay.customer_id == birthday)) == 0
+
+
+# --------------------------------------------------------------------------- back office
+
+TEMPLATE_FORM = {"name": "Winter sale", "channel": "email", "trigger": "",
+                 "fr_subject": "Soldes, {{ first_name }}", "fr_text": "Bonjour {{ first_name }}",
+                 "en_subject": "Sale, {{ first_name }}", "en_text": "Hello {{ first_name }}"}
+
+
+def test_back_office_new_preview_send_and_log(app, api, creds, manager, smtp):  # noqa: F811
+    from tests.test_backoffice import office
+
+    app.config.update(MAIL_URL=smtp.url, CAMPAIGN_EMAIL_PER_MINUTE=6000)
+    yes = {"terms": True, "marketing_email": True}
+    _enrol(api, language="fr", consents=yes, first_name="Léa")
+    _enrol(api, language="en", consents=yes, first_name="Tom")
+    _enrol(api, language="en", consents={"terms": True})
+
+    desk = office(app, creds, "desk1")
+    assert desk.get("/backoffice/campaigns").status_code == 403
+    bo = office(app, creds, manager)
+    assert "Campaigns" in bo.page("/backoffice/campaigns")
+    bo.get("/backoffice/campaigns/new")
+    bad = bo.post("/backoffice/campaigns/new", {**TEMPLATE_FORM, "fr_text": "{{ email }}",
+                                                "action": "save"})
+    assert bad.status_code == 422 and "unknown placeholder(s): email" in bad.get_data(
+        as_text=True)
+    preview = bo.post("/backoffice/campaigns/new", {**TEMPLATE_FORM, "action": "preview"})
+    assert preview.status_code == 200 and "Soldes, Élodie" in preview.get_data(as_text=True)
+    saved = bo.post("/backoffice/campaigns/new", {**TEMPLATE_FORM, "action": "save"})
+    assert saved.status_code == 303
+    page_url = saved.headers["Location"]
+    confirm = bo.page(page_url + "/send")
+    assert "2 customers consent to this channel" in confirm
+    sent = bo.post(page_url + "/send")
+    assert sent.status_code == 303
+    shown = bo.page(page_url)
+    assert "2 messages queued." in shown, re.findall(r"flash[^<]*<", shown)
+    # a second click queues nothing more
+    bo.post(page_url + "/send")
+    service.process(app)
+    assert sorted(m["Subject"] for m in smtp.messages) == ["Sale, Tom", "Soldes, Léa"]
+    log_page = bo.page(page_url + "/log")
+    assert "Sent: 2" in log_page and "Failed: 0" in log_page
+
+
+def test_back_office_sms_campaign_in_chromium(app, api, creds, manager, browser, screenshots):
+    from tests.support.fixtures_devices import serve
+
+    for i in range(3):
+        _enrol(api, language="lt", consents={"terms": True, "marketing_sms": True},
+               phone=f"+3706000000{i}")
+    with serve(app) as url:
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB")
+        page = context.new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("response", lambda r: errors.append(r.url) if r.status >= 400 else None)
+        try:
+            page.goto(f"{url}/backoffice/")
+            page.get_by_label("User name").fill(manager)
+            page.get_by_label("Password").fill(creds.passwords[manager])
+            with page.expect_navigation():
+                page.get_by_role("button", name="Log in").click()
+            with page.expect_navigation():
+                page.get_by_role("link", name="Campaigns").click()
+            with page.expect_navigation():
+                page.get_by_role("link", name="New campaign").click()
+            page.get_by_label("Name").fill("Savaitgalio akcija")
+            page.get_by_label("Channel").select_option("sms")
+            page.locator("#lt_text").fill("Sveiki, {{ first_name }}! Savaitgalį -10 %.")
+            with page.expect_navigation():
+                page.get_by_role("button", name="Preview").click()
+            assert "(UCS-2): 1 SMS" in page.locator(".sms-parts").inner_text()
+            page.screenshot(path=screenshots / "backoffice-campaign-new-en.png", full_page=True)
+            with page.expect_navigation():
+                page.get_by_role("button", name="Save").click()
+            with page.expect_navigation():
+                page.get_by_role("link", name="Send…").click()
+            assert "3 customers consent" in page.locator(".recipients").inner_text()
+            page.screenshot(path=screenshots / "backoffice-campaign-send-en.png")
+            with page.expect_navigation():
+                page.get_by_role("button", name="Send to 3 customers").click()
+            assert page.get_by_role("status").first.inner_text() == "3 messages queued."
+        finally:
+            context.close()
+    assert not errors, errors
+    assert service.process(app).sent == 3

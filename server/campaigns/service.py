@@ -116,15 +116,20 @@ def queue(main: Session, campaign: Campaign, target: Select | None = None, *,
     rows = select(literal(campaign.id), who.c.customer_id, literal(campaign.channel),
                   literal(""), literal("queued"), literal(False), literal(0),
                   literal(now, UTCDateTime()), literal(now, UTCDateTime())).where(~already)
-    done = main.execute(m.insert().from_select(
+    def logged() -> int:
+        return main.scalar(select(func.count()).where(m.c.campaign_id == campaign.id))
+
+    before = logged()  # (rowcount of INSERT … SELECT is -1 through psycopg)
+    main.execute(m.insert().from_select(
         ["campaign_id", "customer_id", "channel", "trigger_key", "status", "retry",
          "attempts", "created_at", "updated_at"], rows))
+    added = logged() - before
     campaign.status = "queued"
     campaign.queued_at = campaign.queued_at or now
     campaign.segment_id = segment_id
     campaign.segment_definition = definition
     main.flush()
-    return done.rowcount
+    return added
 
 
 def log_counts(main: Session, campaign_id: int) -> dict[str, int]:
