@@ -363,6 +363,18 @@ def test_triggers_welcome_birthday_expiring_no_visit_and_twice(app, api, smtp): 
         assert main.scalar(select(func.count()).select_from(BirthdayDay)
                            .where(BirthdayDay.customer_id == birthday)) == 0
 
+    # the right of access shows the messages; erasure takes the month-day at once
+    with app.app_context(), Session(_dbs(app).main) as main, \
+            Session(_dbs(app).vault) as vault:
+        from server.privacy import access
+
+        document = access.export(main, vault, newcomer)
+    assert [m["trigger_key"] for m in document["campaign_messages"]] == ["welcome"]
+    assert document["campaign_birthday"][0]["month_day"] is None
+    _erase(app, away)
+    with Session(_dbs(app).main) as main:
+        assert main.get(BirthdayDay, away) is None
+
 
 # --------------------------------------------------------------------------- back office
 
