@@ -462,3 +462,17 @@ def test_back_office_sms_campaign_in_chromium(app, api, creds, manager, browser,
             context.close()
     assert not errors, errors
     assert service.process(app).sent == 3
+
+
+def test_flask_campaigns_send_twice_sends_once(app, api, tmp_path):
+    _enrol(api, consents={"terms": True, "marketing_sms": True}, phone="+33655555555")
+    campaign = _create(app, "sms", SMS_TEMPLATES)
+    runner = app.test_cli_runner()
+    first = runner.invoke(args=["campaigns", "send", str(campaign)])
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.output) == {"sent": 1, "failed": 0, "skipped": 0}
+    again = runner.invoke(args=["campaigns", "send"])
+    assert json.loads(again.output) == {"sent": 0, "failed": 0, "skipped": 0}
+    assert len(list((tmp_path / "instance" / "sms-outbox").glob("*.json"))) == 1
+    triggers = runner.invoke(args=["campaigns", "triggers"])
+    assert triggers.exit_code == 0 and json.loads(triggers.output)["sent"] == 0

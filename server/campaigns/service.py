@@ -394,19 +394,23 @@ def refresh_birthdays(app, now: datetime) -> int:
 
 
 def _candidates(main: Session, campaign: Campaign, now: datetime) -> list[tuple[str, str]]:
-    """``(customer_id, trigger key)`` of who the trigger fires for today (before consent)."""
+    """``(customer_id, trigger key)`` of who the trigger fires for today, among those who
+    consent to the campaign's channel (in SQL: the consenting are not loaded)."""
     days = campaign.trigger_days
+    allowed = recipients(campaign.channel)
     if campaign.trigger == "welcome":
         since = now - timedelta(days=days or 2)
         return [(cid, "welcome") for cid in main.scalars(
-            select(Customer.id).where(Customer.created_at >= since))]
+            select(Customer.id).where(Customer.created_at >= since,
+                                      Customer.id.in_(allowed)))]
     if campaign.trigger == "birthday":
         today = now.date()
         days_of = [today.strftime("%m-%d")]
         if days_of[0] == "02-28" and (today + timedelta(days=1)).day == 1:
             days_of.append("02-29")  # born on 29 February: the 28th in other years
         return [(cid, f"birthday:{today.year}") for cid in main.scalars(
-            select(BirthdayDay.customer_id).where(BirthdayDay.month_day.in_(days_of)))]
+            select(BirthdayDay.customer_id).where(BirthdayDay.month_day.in_(days_of),
+                                                  BirthdayDay.customer_id.in_(allowed)))]
     if campaign.trigger == "points_expiring":
         # the points of lots expiring within N days that spending has not consumed (the same
         # sums as server.loyalty.jobs.expire_points, with the horizon moved)
@@ -420,6 +424,7 @@ def _candidates(main: Session, campaign: Campaign, now: datetime) -> list[tuple[
         first = func.min(_case((e.c.delta > 0) & (e.c.expires_at > now)
                                & (e.c.expires_at <= horizon), e.c.expires_at))
         rows = main.execute(select(e.c.customer_id, first.label("first"))
+                            .where(e.c.customer_id.in_(allowed))
                             .group_by(e.c.customer_id).having(due > debits)).all()
         return [(r.customer_id, f"expiring:{_day(r.first)}") for r in rows if r.first]
     if campaign.trigger == "no_visit":
@@ -427,7 +432,7 @@ def _candidates(main: Session, campaign: Campaign, now: datetime) -> list[tuple[
 
         days = days or 60
         inner = (select(Customer.id, last_activity().label("last"))
-                 .where(Customer.erased_at.is_(None)).subquery())
+                 .where(Customer.erased_at.is_(None), Customer.id.in_(allowed)).subquery())
         rows = main.execute(select(inner.c.id, inner.c.last).where(
             inner.c.last < now - timedelta(days=days),
             inner.c.last >= now - timedelta(days=days + NO_VISIT_WINDOW))).all()
@@ -459,11 +464,10 @@ def run_triggers(app, now: datetime | None = None, *, sleep=time.sleep) -> dict:
         active = list(main.scalars(select(Campaign).where(
             Campaign.trigger.is_not(None), Campaign.status == "active").order_by(Campaign.id)))
         for campaign in active:
-            allowed = set(main.scalars(recipients(campaign.channel)))
             rows = [{"campaign_id": campaign.id, "customer_id": cid,
                      "channel": campaign.channel, "trigger_key": key, "status": "queued",
                      "retry": False, "attempts": 0, "created_at": now, "updated_at": now}
-                    for cid, key in _candidates(main, campaign, now) if cid in allowed]
+                    for cid, key in _candidates(main, campaign, now)]
             count = 0
             for start in range(0, len(rows), 500):
                 count += _insert_ignore(main, rows[start:start + 500])
