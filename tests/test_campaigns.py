@@ -121,6 +121,11 @@ def test_email_campaign_consent_language_headers_and_unsubscribe(app, api, clien
         points = main.get(Customer, french).points  # the programme's welcome points
     assert f"vous avez {points} points" in text and link in text
     assert "<p>Bonjour Élodie</p>" in fr.get_body(("html",)).get_content()
+    # a template without the link gets it added under the text, in the customer's language
+    lt_link = lt["List-Unsubscribe"].strip("<>")
+    assert lt.get_body(("plain",)).get_content().replace("\r\n", "\n").endswith(
+        f"-- \nJei nebenorite gauti mūsų pasiūlymų el. paštu: {lt_link}\n")
+    assert text.count(link) == 1
     assert all(m.status == "sent" and m.attempts == 1 for m in _log(app, first))
     # each address read from the vault is in the audit log, by the job, naming the campaign
     with Session(_dbs(app).main) as main:
@@ -225,7 +230,7 @@ def gateway():
 
 def test_sms_gateway_throttling_retry_and_stop(app, api, client, gateway):
     app.config.update(SMS_URL=gateway.url, SMS_TOKEN="gw-token",
-                      CAMPAIGN_SMS_PER_MINUTE=300, SMS_INBOUND_SECRET="inbound-secret")
+                      CAMPAIGN_SMS_PER_MINUTE=120, SMS_INBOUND_SECRET="inbound-secret")
     sms_yes = {"terms": True, "marketing_sms": True}
     phones = ["+33611111111", "+33622222222", "+37061234567"]
     ids = [_enrol(api, first_name=f"P{i}", language="fr", consents=sms_yes, phone=p)
@@ -239,10 +244,10 @@ def test_sms_gateway_throttling_retry_and_stop(app, api, client, gateway):
     assert {r["auth"] for r in gateway.requests} == {"Bearer gw-token"}
     texts = {r["body"]["to"]: r["body"]["text"] for r in gateway.requests}
     assert texts[phones[0]] == "Bonjour P0 : -10% ce week-end. STOP au 36000"
-    # 300 a minute: one every 0.2 s
+    # 120 a minute: one every 0.5 s (measured where the gateway receives them: a loaded
+    # machine adds some jitter either side)
     gaps = [b["at"] - a["at"] for a, b in zip(gateway.requests, gateway.requests[1:])]
-    # (measured where the gateway receives them: a little jitter either side)
-    assert min(gaps) >= 0.15 and sum(gaps) >= 0.38, gaps
+    assert min(gaps) >= 0.4 and sum(gaps) >= 0.9, gaps
     rows = {m.customer_id: m for m in _log(app, campaign)}
     failed = rows[ids[1]]
     assert (failed.status, failed.retry, failed.attempts) == ("failed", True, 1)

@@ -20,6 +20,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from itsdangerous import BadSignature, URLSafeSerializer
+from markupsafe import escape
 from sqlalchemy import Select, and_, delete, exists, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
@@ -238,6 +239,24 @@ def _due(max_attempts: int):
                and_(m.status == "failed", m.retry.is_(True), m.attempts < max_attempts))
 
 
+# added under a message whose template did not place the link itself: every email has one
+UNSUBSCRIBE_FOOTER = {"fr": "Pour ne plus recevoir nos offres par e-mail : {url}",
+                      "lt": "Jei nebenorite gauti mūsų pasiūlymų el. paštu: {url}",
+                      "en": "To stop receiving our offers by email: {url}"}
+
+
+def _with_unsubscribe(parts: dict, language: str, url: str) -> dict:
+    parts = dict(parts)
+    footer = UNSUBSCRIBE_FOOTER.get(language, UNSUBSCRIBE_FOOTER["en"])
+    if url not in parts.get("text", ""):
+        parts["text"] = parts.get("text", "").rstrip("\n") + "\n\n-- \n" + \
+            footer.format(url=url) + "\n"
+    if parts.get("html") and escape(url) not in parts["html"]:
+        label = escape(footer.format(url="").rstrip(": "))
+        parts["html"] += f'\n<p><a href="{escape(url)}">{label}</a></p>'
+    return parts
+
+
 def _email(app, config, to: str, parts: dict, language: str, unsubscribe: str
            ) -> EmailMessage:
     sender = config["MAIL_FROM"]
@@ -250,6 +269,7 @@ def _email(app, config, to: str, parts: dict, language: str, unsubscribe: str
     # RFC 2369 and RFC 8058: mail clients show "unsubscribe" and post to it in one click
     msg["List-Unsubscribe"] = f"<{unsubscribe}>"
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    parts = _with_unsubscribe(parts, language, unsubscribe)
     msg.set_content(parts.get("text", ""))
     if parts.get("html"):
         msg.add_alternative(parts["html"], subtype="html")

@@ -3,8 +3,8 @@
 What goes: the vault row (ciphertext, the data key wrapped under the master key, the email
 and phone blind indexes), the PIN hash, the link to a legacy system's customer number, the
 NFC UIDs of the cards, survey answers in free text, staff notes on points adjustments, the
-birthday's month-day kept for campaigns, and on tickets the notes' text, the subjects and the serial numbers (typed by staff, they may
-name the customer).
+birthday's month-day kept for campaigns, and on tickets the notes' text, the subjects and
+the serial numbers (typed by staff, they may name the customer).
 What changes: every card is revoked (reason ``erased``); every consent is withdrawn in the
 ledger (channel ``erasure``). What stays, for the shop's statistics: the neutral customer id
 with its visits, purchases, points, tier, and the coarse profile it had.
