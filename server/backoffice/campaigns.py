@@ -13,6 +13,7 @@ import logging
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from flask_babel import ngettext
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import func, select
@@ -41,6 +42,8 @@ TRIGGER_NAMES = {"": _l("One-off: sent once, when you send it"),
                  "no_visit": _l("No visit for N days")}
 STATUS_NAMES = {"draft": _l("draft"), "queued": _l("sending or sent"), "active": _l("active"),
                 "paused": _l("paused")}
+MESSAGE_STATUS_NAMES = {"queued": _l("queued"), "sending": _l("being sent (or interrupted)"),
+                        "sent": _l("sent"), "failed": _l("failed"), "skipped": _l("skipped")}
 LOG_LIMIT = 500
 
 
@@ -109,7 +112,8 @@ def campaigns():
 def _names() -> dict:
     return {"channel_names": CHANNEL_NAMES, "trigger_names": TRIGGER_NAMES,
             "status_names": STATUS_NAMES, "template_languages": templating.LANGUAGES,
-            "placeholders": templating.PLACEHOLDERS}
+            "placeholders": templating.PLACEHOLDERS,
+            "message_status_names": MESSAGE_STATUS_NAMES}
 
 
 @bp.get("/campaigns/new")
@@ -179,7 +183,7 @@ def send_campaign(campaign_id: int):
     queued = service.queue(main_session(), c, None)
     log.info("campaign %s queued by %s: %d messages", c.id, current_user.principal.actor,
              queued)
-    flash(_("%(n)d messages queued.", n=queued), "ok")
+    flash(ngettext("%(num)d message queued.", "%(num)d messages queued.", queued), "ok")
     return redirect(url_for(".campaign", campaign_id=campaign_id), 303)
 
 
