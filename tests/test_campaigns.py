@@ -178,6 +178,25 @@ def test_the_target_is_a_select_of_customer_ids(app, api):
     assert [m.customer_id for m in _log(app, campaign)] == [one]
     with Session(_dbs(app).main) as main:
         assert service.count_recipients(main, "email") == 2
+        # a segment's id and its definition as it was are kept with the campaign
+        campaign = service.create(main, "test", name="seg", channel="email",
+                                  templates=EMAIL_TEMPLATES)
+        assert service.queue(main, campaign, select(Customer.id), segment_id=7,
+                             definition={"tier": ["gold"]}) == 2
+        assert service.queue(main, campaign, select(Customer.id)) == 0  # nobody twice
+        main.commit()
+        assert (campaign.segment_id, campaign.segment_definition) == (7, {"tier": ["gold"]})
+
+
+def test_a_message_interrupted_while_sending_is_never_sent_again(app, api, smtp):  # noqa: F811
+    app.config.update(MAIL_URL=smtp.url, CAMPAIGN_EMAIL_PER_MINUTE=6000)
+    _enrol(api, consents={"terms": True, "marketing_email": True})
+    campaign = _create(app, "email", EMAIL_TEMPLATES)
+    with Session(_dbs(app).main) as main:  # as a crash after the claim leaves it
+        main.execute(update(CampaignMessage).values(status="sending", attempts=1))
+        main.commit()
+    assert service.process(app).as_dict() == {"sent": 0, "failed": 0, "skipped": 0}
+    assert smtp.messages == [] and _log(app, campaign)[0].status == "sending"
 
 
 class Gateway:

@@ -127,8 +127,8 @@ def queue(main: Session, campaign: Campaign, target: Select | None = None, *,
     added = logged() - before
     campaign.status = "queued"
     campaign.queued_at = campaign.queued_at or now
-    campaign.segment_id = segment_id
-    campaign.segment_definition = definition
+    if segment_id is not None or definition is not None:
+        campaign.segment_id, campaign.segment_definition = segment_id, definition
     main.flush()
     return added
 
