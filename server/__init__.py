@@ -40,14 +40,19 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from server.api.views import api
     from server.backoffice import create_blueprint as backoffice_blueprint
     from server.backoffice import security
+    from server.campaigns.views import public as campaigns_public
     from server.cards.views import public
     from server.cli import register_cli
 
     app.register_blueprint(api)
     app.register_blueprint(public)
+    app.register_blueprint(campaigns_public)
     app.register_blueprint(backoffice_blueprint())
     # sessions, CSRF and login for the back office; the API authenticates by header instead
     security.init_app(app, csrf_exempt=api)
+    # the unsubscribe link: a mail client posts to it without any cookie (RFC 8058); the
+    # signed token in its URL is the authority
+    security.csrf.exempt(campaigns_public)
     register_cli(app)
     _register_errors(app)
 

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.accounts.cli import accounts_cli, statements_cli
+from server.campaigns.cli import campaigns_cli
 from server.cards.sun_keys import sun_cli
 from server.devices import service as devices
 from server.devices.auth import hash_key
@@ -55,6 +56,7 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(products_cli)
     app.cli.add_command(accounts_cli)
     app.cli.add_command(statements_cli)
+    app.cli.add_command(campaigns_cli)
 
 
 @click.group("db", cls=AppGroup, help="Database schema.")

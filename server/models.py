@@ -1,6 +1,7 @@
 """Every model, imported once so that each metadata is complete (for Alembic and tests)."""
 
 from server.accounts.models import Account, AccountPayment, Statement
+from server.campaigns.models import BirthdayDay, Campaign, CampaignMessage
 from server.cards.models import Card, CardFlag
 from server.customers.models import Customer, SurveyResponse
 from server.devices.models import Device
@@ -22,7 +23,8 @@ from server.taps.models import Visit
 from server.tickets.models import Product, Ticket, TicketNote
 from server.vault.models import VaultRecord
 
-__all__ = ["Account", "AccountPayment", "AuditEntry", "AuthFailure", "Card", "CardFlag", "Consent",
-           "Customer", "Device", "ImportedCustomer", "PointsEntry", "Product", "ProgrammeVersion",
-           "Purchase", "PurchaseLine", "Redemption", "Refund", "RefundLine", "Segment", "Staff",
-           "Statement", "Store", "SurveyResponse", "Ticket", "TicketNote", "VaultRecord", "Visit"]
+__all__ = ["Account", "AccountPayment", "AuditEntry", "AuthFailure", "BirthdayDay", "Campaign",
+           "CampaignMessage", "Card", "CardFlag", "Consent", "Customer", "Device",
+           "ImportedCustomer", "PointsEntry", "Product", "ProgrammeVersion", "Purchase",
+           "PurchaseLine", "Redemption", "Refund", "RefundLine", "Segment", "Staff", "Statement",
+           "Store", "SurveyResponse", "Ticket", "TicketNote", "VaultRecord", "Visit"]

@@ -73,6 +73,8 @@ MATRIX: dict[str, frozenset[str]] = {
     "GET /api/v1/privacy/retention": MANAGERS,
     "GET /api/v1/audit": ADMINS,
     "GET /api/v1/audit/verify": ADMINS,
+    # --- API: the SMS gateway (its shared secret, no role's credential)
+    "POST /api/v1/sms/inbound": frozenset(),
     # --- API: tickets
     "GET /api/v1/customers/<customer_id>/tickets": DESK,
     "POST /api/v1/customers/<customer_id>/tickets": DESK,
@@ -102,6 +104,15 @@ MATRIX: dict[str, frozenset[str]] = {
     "GET /backoffice/customers/<customer_id>/cards/<card_id>/print": DESK,
     "GET /backoffice/retention": MANAGERS,
     "GET /backoffice/audit": ADMINS,
+    # --- back office: campaigns
+    "GET /backoffice/campaigns": MANAGERS,
+    "GET /backoffice/campaigns/new": MANAGERS,
+    "POST /backoffice/campaigns/new": MANAGERS,
+    "GET /backoffice/campaigns/<int:campaign_id>": MANAGERS,
+    "GET /backoffice/campaigns/<int:campaign_id>/send": MANAGERS,
+    "POST /backoffice/campaigns/<int:campaign_id>/send": MANAGERS,
+    "POST /backoffice/campaigns/<int:campaign_id>/active": MANAGERS,
+    "GET /backoffice/campaigns/<int:campaign_id>/log": MANAGERS,
     # --- back office: tickets
     "GET /backoffice/tickets": DESK,
     "GET /backoffice/customers/<customer_id>/tickets/new": DESK,

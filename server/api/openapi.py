@@ -297,6 +297,26 @@ def _account_paths() -> dict:
                                   **_problems(*AUTH, "no-account")}},
         },
     }
+def _campaign_paths() -> dict:
+    """The SMS gateway's inbound messages (campaigns: the STOP keyword)."""
+    inbound = {"type": "object", "required": ["from", "text"],
+               "properties": {"from": {"type": "string", "description": "E.164 number"},
+                              "text": {"type": "string"}}}
+    answer = {"type": "object", "properties": {"stop": {"type": "boolean"},
+                                               "withdrawn": {"type": "integer"}}}
+    return {"/sms/inbound": {"post": {
+        "summary": "A text message a customer sent to the shop's number",
+        "description": "Called by the SMS gateway with `Authorization: Bearer "
+                       "<SMS_INBOUND_SECRET>`. A stop word (STOP, ARRET, ATSISAKYTI) "
+                       "withdraws the marketing_sms consent of every customer with that "
+                       "number; other messages change nothing.",
+        "security": [{"smsGateway": []}],
+        "requestBody": {"required": True, "content": {"application/json": {
+            "schema": inbound}}},
+        "responses": {"200": {"description": "OK", "content": {"application/json": {
+            "schema": answer}}},
+            **_problems("unauthenticated", "invalid-credentials", "validation-error",
+                        "service-unavailable")}}}}
 
 
 def build() -> dict:
@@ -324,6 +344,8 @@ def build() -> dict:
             "securitySchemes": {
                 "deviceKey": {"type": "http", "scheme": "bearer",
                               "description": "A device key from `flask devices add`"},
+                "smsGateway": {"type": "http", "scheme": "bearer",
+                               "description": "The shared secret SMS_INBOUND_SECRET"},
                 "staffBasic": {"type": "http", "scheme": "basic",
                                "description": "A staff account; on a kiosk, sent as "
                                               "X-Staff-Authorization next to the device key"},
@@ -402,5 +424,6 @@ def build() -> dict:
             **_kiosk_paths(),
             **_ticket_paths(),
             **_account_paths(),
+            **_campaign_paths(),
         },
     }

@@ -7,6 +7,7 @@ from flask import Blueprint, jsonify
 from server.accounts.views import bp as accounts_bp
 from server.api import openapi
 from server.api.problems import PROBLEMS, TYPE_PREFIX, Problem
+from server.campaigns.views import bp as campaigns_bp
 from server.cards.views import bp as cards_bp
 from server.customers.views import bp as customers_bp
 from server.devices.views import bp as devices_bp
@@ -28,6 +29,7 @@ api.register_blueprint(customers_bp)
 api.register_blueprint(staff_bp)
 api.register_blueprint(tickets_bp)
 api.register_blueprint(accounts_bp)
+api.register_blueprint(campaigns_bp)
 
 
 @api.get("/openapi.json")

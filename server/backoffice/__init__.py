@@ -21,6 +21,7 @@ def create_blueprint() -> Blueprint:
     from server.backoffice import (  # noqa: F401
         accounts,
         admin,
+        campaigns,
         customers,
         privacy_pages,
         segments,

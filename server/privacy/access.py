@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from server.accounts.models import Account, AccountPayment, Statement
 from server.api.problems import Problem
+from server.campaigns.models import BirthdayDay, CampaignMessage
 from server.cards.models import Card
 from server.cards.service import card_flags
 from server.customers.models import Customer, SurveyResponse
@@ -123,6 +124,13 @@ def export(main: Session, vault: Session, customer_id: str) -> dict:
                                   AccountPayment.customer_id == customer_id, AccountPayment.id),
         "statements": _rows(main, Statement.__table__, Statement.customer_id == customer_id,
                             Statement.id),
+        # the campaign messages sent (or not) to the customer, and the birthday's month-day
+        "campaign_messages": _rows(main, CampaignMessage.__table__,
+                                   CampaignMessage.customer_id == customer_id,
+                                   CampaignMessage.id),
+        "campaign_birthday": _rows(main, BirthdayDay.__table__,
+                                   BirthdayDay.customer_id == customer_id,
+                                   BirthdayDay.customer_id),
         # who has read or changed this customer's personal data
         "access_log": _rows(main, AuditEntry.__table__, AuditEntry.customer_id == customer_id,
                             AuditEntry.id),

@@ -2,9 +2,9 @@
 
 What goes: the vault row (ciphertext, the data key wrapped under the master key, the email
 and phone blind indexes), the PIN hash, the link to a legacy system's customer number, the
-NFC UIDs of the cards, survey answers in free text, staff notes on points adjustments, and
-on tickets the notes' text, the subjects and the serial numbers (typed by staff, they may
-name the customer).
+NFC UIDs of the cards, survey answers in free text, staff notes on points adjustments, the
+birthday's month-day kept for campaigns, and on tickets the notes' text, the subjects and
+the serial numbers (typed by staff, they may name the customer).
 What changes: every card is revoked (reason ``erased``); every consent is withdrawn in the
 ledger (channel ``erasure``). What stays, for the shop's statistics: the neutral customer id
 with its visits, purchases, points, tier, and the coarse profile it had.
@@ -20,6 +20,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from server.api.problems import Problem
+from server.campaigns.models import BirthdayDay
 from server.cards.models import LIVE, Card
 from server.customers.models import Customer, SurveyResponse
 from server.db import after_commit, databases, shred_wal, utcnow
@@ -73,6 +74,8 @@ def erase(main: Session, vault: Session, actor: str, customer_id: str,
                          retention_notice_at=None))
     main.execute(ImportedCustomer.__table__.delete()
                  .where(ImportedCustomer.customer_id == customer_id))
+    # the month and day of birth kept for birthday messages
+    main.execute(BirthdayDay.__table__.delete().where(BirthdayDay.customer_id == customer_id))
     main.execute(update(PointsEntry).where(PointsEntry.customer_id == customer_id,
                                            PointsEntry.kind == "adjust")
                  .values(reason="(erased)"))

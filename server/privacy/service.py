@@ -149,3 +149,11 @@ def contacts(main: Session, vault: Session, principal: Principal, customer_ids: 
                  detail={**(detail or {}), "purpose": purpose, "fields": list(fields),
                          "customers": sorted(found)})
     return found
+def read_for_job(main: Session, vault: Session, actor: str, customer_id: str, view: str,
+                 fields: tuple[str, ...]) -> dict:
+    """Some fields of one customer's personal data for a job (campaigns); audited, naming the
+    fields read. Empty when the customer has no personal data left (erased)."""
+    data = read_personal_data(vault, customer_id) or {}
+    audit.record(main, actor, "personal-data.read", customer_id, view=view,
+                 detail={"fields": list(fields)})
+    return {k: data.get(k) for k in fields}
