@@ -124,6 +124,12 @@ MATRIX: dict[str, frozenset[str]] = {
     "POST /backoffice/admin/stores": ADMINS,
     "GET /backoffice/admin/stores/<int:store_id>": ADMINS,
     "POST /backoffice/admin/stores/<int:store_id>": ADMINS,
+    # --- back office: reports (figures of the chain, no personal data)
+    "GET /backoffice/reports": MANAGERS,
+    "GET /backoffice/reports/best-sellers": MANAGERS,
+    "GET /backoffice/reports/visits": MANAGERS,
+    "GET /backoffice/reports/habits": MANAGERS,
+    "GET /backoffice/reports/sellers": MANAGERS,
 }
 
 # values for the rules' variables: well-formed, but naming nothing that exists
