@@ -49,6 +49,7 @@ MATRIX: dict[str, frozenset[str]] = {
     "POST /api/v1/purchases": TILL,
     "POST /api/v1/refunds": TILL,
     "POST /api/v1/redemptions": TILL,
+    "PUT /api/v1/anonymous-sales": TILL,
     "GET /api/v1/programme": NOBODY_ANONYMOUS,
     "PUT /api/v1/programme": MANAGERS,
     # --- API: cards (a kiosk alone: the cards of the customers it has just enrolled)

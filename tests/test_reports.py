@@ -15,6 +15,9 @@ purchases (net cents per line)
   p6 A anna  c3 31 Mar 22:30Z  SKU1 x1 5000                 = 1 Apr in Paris: outside
   p7 A bruno c2  1 Mar         SKU2 x1 500
 rewards r1 c1 at B (used on p3), r2 c4 at C (not used on a line), r3 c2 at A (restored)
+sales without a card, sent by A's till (PUT /api/v1/anonymous-sales):
+  10 Jan anna 3 baskets 100.00 (replacing a first report of 2 baskets 60.00), 2 Feb dora 1
+  basket 15.00, 31 Mar no seller 1 basket 20.00, 1 Apr anna 50.00 (outside the range)
 """
 
 from __future__ import annotations
@@ -37,9 +40,11 @@ from server.devices.auth import hash_key
 from server.devices.models import Device
 from server.loyalty.models import Purchase, PurchaseLine, Redemption, Refund, RefundLine
 from server.reports import service
+from server.reports.models import AnonymousSales
 from server.stores.models import Store
 from server.taps.models import Visit
 from tests.support.fixtures_devices import serve
+from tests.support.fixtures_server import assert_problem
 from tests.test_backoffice import BO, Office, office
 
 START, END = date(2026, 1, 1), date(2026, 3, 31)
@@ -54,8 +59,15 @@ def _id() -> str:
     return str(uuid.uuid4())
 
 
+def _anonymous(client, creds, day: str, total: str, baskets: int, seller=None, **kw):
+    body = {"day": day, "baskets": baskets, "total": total, "currency": "EUR", **kw}
+    if seller:
+        body["seller"] = seller
+    return client.put("/api/v1/anonymous-sales", json=body, headers=creds.h("till"))
+
+
 @pytest.fixture
-def data(app, creds):
+def data(app, creds, client):
     """The data set above; ``{"A": id, "B": id, "C": id}`` of the stores."""
     with Session(app.extensions["loyalty.db"].main) as s:
         s.add(Store(code="VLN", name="Vilnius", country="LT"))
@@ -140,6 +152,13 @@ def data(app, creds):
                         device_id=tills[store], method="qr", tapped_at=_at(at),
                         recorded_at=_at(at)))
         s.commit()
+    for day, total, baskets, seller in (("2026-01-10", "60.00", 2, "anna"),
+                                        ("2026-01-10", "100.00", 3, "anna"),
+                                        ("2026-02-02", "15.00", 1, "dora"),
+                                        ("2026-03-31", "20.00", 1, None),
+                                        ("2026-04-01", "50.00", 1, "anna")):
+        r = _anonymous(client, creds, day, total, baskets, seller)
+        assert r.status_code == 200, r.get_data(as_text=True)
     return {"A": a, "B": b, "C": c}
 
 
@@ -240,20 +259,64 @@ def test_habits_across_stores(app, data):
 def test_sellers_and_stores(app, data):
     with _main(app) as s:
         span = _span(app, s)
+        rows = service.sellers(s, span)
         assert [(r.store_code, r.seller, r.baskets, r.net_cents, r.average_cents, r.customers,
-                 r.redemptions) for r in service.sellers(s, span)] == [
-            ("TEST", "anna", 2, 11500, 5750, 2, 0), ("TEST", "bruno", 1, 500, 500, 1, 0),
-            ("UIDOK", None, 1, 3000, 3000, 1, 0), ("UIDOK", "bruno", 1, 1500, 1500, 1, 1),
-            ("VLN", "carla", 1, 5000, 5000, 1, 0)]
+                 r.redemptions, r.anonymous_baskets, r.anonymous_cents) for r in rows] == [
+            ("TEST", "anna", 2, 11500, 5750, 2, 0, 3, 10000),
+            ("TEST", "bruno", 1, 500, 500, 1, 0, 0, 0),
+            ("TEST", None, 0, 0, None, 0, 0, 1, 2000),      # sales without a card only
+            ("TEST", "dora", 0, 0, None, 0, 0, 1, 1500),
+            ("UIDOK", None, 1, 3000, 3000, 1, 0, 0, 0),
+            ("UIDOK", "bruno", 1, 1500, 1500, 1, 1, 0, 0),
+            ("VLN", "carla", 1, 5000, 5000, 1, 0, 0, 0)]
+        # the share where the till reported for that seller: anna 115 / (115 + 100)
+        shares = [r.card_share for r in rows]
+        assert shares[0] == pytest.approx(11500 / 21500)
+        assert shares[1:] == [None, 0, 0, None, None, None]
         # enrolments by the store's kiosks in the range (c3 was imported in 2025); the
-        # restored reward r3 does not count
+        # restored reward r3 does not count; A's share: 120 / (120 + 100 + 15 + 20)
+        stores = service.stores(s, span)
         assert [(r.store_code, r.enrolments, r.baskets, r.net_cents, r.average_cents,
-                 r.redemptions) for r in service.stores(s, span)] == [
-            ("TEST", 2, 3, 12000, 4000, 0), ("UIDOK", 0, 2, 4500, 2250, 1),
-            ("VLN", 1, 1, 5000, 5000, 1)]
+                 r.redemptions, r.anonymous_cents) for r in stores] == [
+            ("TEST", 2, 3, 12000, 4000, 0, 13500), ("UIDOK", 0, 2, 4500, 2250, 1, 0),
+            ("VLN", 1, 1, 5000, 5000, 1, 0)]
+        assert stores[0].card_share == pytest.approx(12000 / 25500)
+        assert [r.card_share for r in stores[1:]] == [None, None]
+        # in a segment, sales without a card belong to nobody: no share
+        home_a = select(Customer.id).where(Customer.home_store_id == data["A"])
+        assert [(r.store_code, r.net_cents, r.card_share) for r in
+                service.stores(s, span, customers=home_a)] == [
+            ("TEST", 12000, None), ("UIDOK", 1500, None), ("VLN", 0, None)]
+        assert [(r.seller, r.net_cents, r.card_share) for r in
+                service.sellers(s, span, customers=home_a)] == [
+            ("anna", 11500, None), ("bruno", 500, None), ("bruno", 1500, None)]
         empty = service.stores(s, _span(app, s, date(2025, 1, 1), date(2025, 1, 31)))
         assert [(r.store_code, r.baskets, r.average_cents) for r in empty] == [
             ("TEST", 0, None), ("UIDOK", 0, None), ("VLN", 0, None)]
+
+
+def test_anonymous_sales_replace_the_days_figures(app, creds, client):
+    r = _anonymous(client, creds, "2026-05-04", "12.50", 2, "anna")
+    assert r.status_code == 200 and r.get_json() == {
+        "day": "2026-05-04", "seller": "anna", "baskets": 2, "total": "12.50",
+        "currency": "EUR", "replaced": False}
+    r = _anonymous(client, creds, "2026-05-04", "30.00", 4, "anna")
+    assert r.get_json()["replaced"] is True and r.get_json()["baskets"] == 4
+    assert _anonymous(client, creds, "2026-05-04", "1.00", 1).get_json()["replaced"] is False
+    with _main(app) as s:
+        rows = s.execute(select(AnonymousSales.seller, AnonymousSales.baskets,
+                                AnonymousSales.total_cents, AnonymousSales.store_id)
+                         .order_by(AnonymousSales.seller)).all()
+    assert [(r.seller, r.baskets, r.total_cents) for r in rows] == [("", 1, 100),
+                                                                     ("anna", 4, 3000)]
+    assert len({r.store_id for r in rows}) == 1  # the till's own store
+    assert_problem(_anonymous(client, creds, "2026-05-04", "1.00", 1, currency="USD"), 422,
+                   "currency-mismatch")
+    assert_problem(_anonymous(client, creds, "2026-05-04", "-1.00", 1), 422,
+                   "validation-error")
+    assert_problem(client.put("/api/v1/anonymous-sales", json={
+        "day": "2026-05-04", "baskets": 1, "total": "1.00", "currency": "EUR"},
+        headers=creds.h("kiosk")), 403, "forbidden-role")
 
 
 def test_offsets_follow_summer_time():
@@ -285,8 +348,9 @@ def _csv(o: Office, url: str) -> list[list[str]]:
 
 
 def _number(text: str) -> str:
-    """A shown amount as the CSV writes it: €5,750.00 -> 5750.00."""
-    return text.replace("€", "").replace(",", "").replace("\xa0", "").strip()
+    """A shown cell as the CSV writes it: €5,750.00 -> 5750.00, 53.5% -> 53.5, — -> ""."""
+    text = text.replace("€", "").replace(",", "").replace("\xa0", "").replace("%", "")
+    return "" if text.strip() == "—" else text.strip()
 
 
 def test_pages_and_their_csv_match(app, creds, manager, data):
@@ -325,17 +389,22 @@ def test_pages_and_their_csv_match(app, creds, manager, data):
     assert [[_number(c) for c in row] for row in shown] == got
 
     body = o.page(f"{BO}/reports/sellers?{QUERY}")
-    assert "cannot be computed" in body  # the share of sales to card holders: said plainly
+    assert "PUT /api/v1/anonymous-sales" in body  # where the share comes from: said plainly
     got = _csv(o, f"{BO}/reports/sellers?{QUERY}&csv=sellers")
-    assert got[1:] == [["TEST", "anna", "2", "115.00", "57.50", "2", "0"],
-                       ["TEST", "bruno", "1", "5.00", "5.00", "1", "0"],
-                       ["UIDOK", "(not given by the till)", "1", "30.00", "30.00", "1", "0"],
-                       ["UIDOK", "bruno", "1", "15.00", "15.00", "1", "1"],
-                       ["VLN", "carla", "1", "50.00", "50.00", "1", "0"]]
-    assert [[_number(c) for c in row] for row in _cells(body, "sellers")] == got
+    assert got[1:] == [["TEST", "anna", "2", "115.00", "57.50", "2", "0", "53.5"],
+                       ["TEST", "bruno", "1", "5.00", "5.00", "1", "0", ""],
+                       ["TEST", "(not given by the till)", "0", "0.00", "", "0", "0", "0.0"],
+                       ["TEST", "dora", "0", "0.00", "", "0", "0", "0.0"],
+                       ["UIDOK", "(not given by the till)", "1", "30.00", "30.00", "1", "0",
+                        ""],
+                       ["UIDOK", "bruno", "1", "15.00", "15.00", "1", "1", ""],
+                       ["VLN", "carla", "1", "50.00", "50.00", "1", "0", ""]]
+    shown = _cells(body, "sellers")
+    assert shown[0] == got[0] and [[_number(c) for c in row] for row in shown[1:]] == got[1:]
     assert _csv(o, f"{BO}/reports/sellers?{QUERY}&csv=stores")[1:] == [
-        ["TEST", "2", "3", "120.00", "40.00", "0"], ["UIDOK", "0", "2", "45.00", "22.50", "1"],
-        ["VLN", "1", "1", "50.00", "50.00", "1"]]
+        ["TEST", "2", "3", "120.00", "40.00", "0", "135.00", "47.1"],
+        ["UIDOK", "0", "2", "45.00", "22.50", "1", "", ""],
+        ["VLN", "1", "1", "50.00", "50.00", "1", "", ""]]
 
     # a range the form refuses: the page says why, and no CSV is made
     r = o.get(f"{BO}/reports/best-sellers?start=2026-03-01&end=2026-01-01")

@@ -258,25 +258,30 @@ def report_sellers():
                        Column("baskets", _l("Baskets"), "int"),
                        Column("net", _l("Net sales"), "money"),
                        Column("average", _l("Average basket"), "money"),
-                       Column("redemptions", _l("Rewards redeemed"), "int")])
+                       Column("redemptions", _l("Rewards redeemed"), "int"),
+                       Column("anonymous", _l("Sales without a card"), "money"),
+                       Column("share", _l("Card holders' share (%)"), "percent")])
     per_seller = Table([Column("store", _l("Store")), Column("seller", _l("Seller")),
                         Column("baskets", _l("Baskets"), "int"),
                         Column("net", _l("Net sales"), "money"),
                         Column("average", _l("Average basket"), "money"),
                         Column("customers", _l("Customers"), "int"),
-                        Column("redemptions", _l("Rewards used"), "int")])
+                        Column("redemptions", _l("Rewards used"), "int"),
+                        Column("share", _l("Card holders' share (%)"), "percent")])
     chart = None
     if _ok(form):
         s = service.span(main, form.start.data, form.end.data)
         kw = {"store_id": _store_id(form), "customers": _customers()}
         for r in service.stores(main, s, **kw):
             per_store.rows.append([r.store_code, r.enrolments, r.baskets, r.net_cents,
-                                   r.average_cents, r.redemptions])
+                                   r.average_cents, r.redemptions,
+                                   r.anonymous_cents if r.card_share is not None else None,
+                                   r.card_share])
         rows = service.sellers(main, s, **kw)
         for r in rows:
             per_seller.rows.append([r.store_code, r.seller or _("(not given by the till)"),
                                     r.baskets, r.net_cents, r.average_cents, r.customers,
-                                    r.redemptions])
+                                    r.redemptions, r.card_share])
         if rows:
             top = rows if len(rows) <= 15 else sorted(rows, key=lambda r: -r.net_cents)[:15]
             chart = charts.bar_chart(

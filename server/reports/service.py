@@ -35,10 +35,12 @@ from sqlalchemy import (
     case,
     cast,
     distinct,
+    false,
     func,
     literal,
     select,
     true,
+    union_all,
 )
 from sqlalchemy.orm import Session
 
@@ -47,6 +49,7 @@ from server.db import UTCDateTime
 from server.devices.models import Device
 from server.loyalty import programmes
 from server.loyalty.models import Purchase, PurchaseLine, Redemption, Refund, RefundLine
+from server.reports.models import AnonymousSales
 from server.stores.models import Store
 from server.taps.models import Visit
 
@@ -254,41 +257,80 @@ def habits(main: Session, s: Span, *, customers: Select | None = None) -> list:
         .order_by(Customer.home_store_id, Purchase.store_id)))
 
 
+def _anonymous(s: Span, store_id: int | None):
+    """The tills' sales without a card over the range's days (they report local days)."""
+    return and_(AnonymousSales.day >= s.start, AnonymousSales.day <= s.end,
+                true() if store_id is None else AnonymousSales.store_id == store_id)
+
+
+def _share(card, anonymous, reports):
+    """Card holders' part of all sales, 0 to 1; None where no till reported anonymous sales
+    (or in a segment: sales without a card belong to no segment)."""
+    total = card + anonymous
+    return case((and_(reports > 0, total > 0), card * 1.0 / total), else_=None)
+
+
 def sellers(main: Session, s: Span, *, store_id: int | None = None,
             customers: Select | None = None) -> list:
     """Per store and seller (as the till names them; None when it did not): baskets, net
-    sales, average basket, customers, and the rewards used to pay lines of those baskets.
+    sales, average basket, customers, the rewards used to pay lines of those baskets, and the
+    share of sales to card holders where the tills report their sales without a card.
 
     Rows: store_id, store_code, seller, baskets, net_cents, average_cents, customers,
-    redemptions.
+    redemptions, anonymous_baskets, anonymous_cents, card_share (0-1 or None).
     """
     refunded = _refunded_purchases()
     rewards = (select(PurchaseLine.purchase_id,
                       func.count(distinct(PurchaseLine.redemption_id)).label("redemptions"))
                .where(PurchaseLine.redemption_id.is_not(None))
                .group_by(PurchaseLine.purchase_id).subquery("rewards"))
-    net = _sum(Purchase.total_cents - func.coalesce(refunded.c.amount_cents, 0))
+    zero = literal(0, Integer)
+    card = (select(Purchase.store_id, func.coalesce(Purchase.seller, "").label("seller"),
+                   Purchase.id.label("purchase_id"), Purchase.customer_id,
+                   (Purchase.total_cents - func.coalesce(refunded.c.amount_cents, 0))
+                   .label("card_cents"),
+                   func.coalesce(rewards.c.redemptions, 0).label("redemptions"),
+                   zero.label("anonymous_baskets"), zero.label("anonymous_cents"),
+                   zero.label("reports"))
+            .outerjoin(refunded, refunded.c.purchase_id == Purchase.id)
+            .outerjoin(rewards, rewards.c.purchase_id == Purchase.id)
+            .where(_purchases_in(s, store_id, customers)))
+    parts = [card]
+    if customers is None:
+        parts.append(select(AnonymousSales.store_id, AnonymousSales.seller,
+                            cast(None, Integer), cast(None, String), zero, zero,
+                            AnonymousSales.baskets, AnonymousSales.total_cents,
+                            literal(1, Integer))
+                     .where(_anonymous(s, store_id)))
+    both = union_all(*parts).subquery("sales") if len(parts) > 1 else card.subquery("sales")
+    b = both.c
+    baskets = func.count(b.purchase_id)
+    net = func.coalesce(_sum(b.card_cents), 0)
+    anonymous = func.coalesce(_sum(b.anonymous_cents), 0)
     return list(main.execute(
-        select(Purchase.store_id, Store.code.label("store_code"), Purchase.seller,
-               func.count(Purchase.id).label("baskets"), net.label("net_cents"),
-               cast(func.round(net * 1.0 / func.count(Purchase.id)), Integer)
+        select(b.store_id, Store.code.label("store_code"),
+               case((b.seller == "", None), else_=b.seller).label("seller"),
+               baskets.label("baskets"), net.label("net_cents"),
+               case((baskets > 0, cast(func.round(net * 1.0 / baskets), Integer)), else_=None)
                .label("average_cents"),
-               func.count(distinct(Purchase.customer_id)).label("customers"),
-               func.coalesce(_sum(rewards.c.redemptions), 0).label("redemptions"))
-        .join(Store, Store.id == Purchase.store_id)
-        .outerjoin(refunded, refunded.c.purchase_id == Purchase.id)
-        .outerjoin(rewards, rewards.c.purchase_id == Purchase.id)
-        .where(_purchases_in(s, store_id, customers))
-        .group_by(Purchase.store_id, Store.code, Purchase.seller)
-        .order_by(Store.code, net.desc(), Purchase.seller)))
+               func.count(distinct(b.customer_id)).label("customers"),
+               func.coalesce(_sum(b.redemptions), 0).label("redemptions"),
+               func.coalesce(_sum(b.anonymous_baskets), 0).label("anonymous_baskets"),
+               anonymous.label("anonymous_cents"),
+               _share(net, anonymous, _sum(b.reports)).label("card_share"))
+        .join(Store, Store.id == b.store_id)
+        .group_by(b.store_id, Store.code, b.seller)
+        .order_by(Store.code, net.desc(), b.seller)))
 
 
 def stores(main: Session, s: Span, *, store_id: int | None = None,
            customers: Select | None = None) -> list:
     """Per store: enrolments (by the store's kiosks: the enrolment names no seller), baskets,
-    net sales, average basket, and rewards redeemed there.
+    net sales, average basket, rewards redeemed there, and the share of sales to card holders
+    where the store's tills report their sales without a card.
 
-    Rows: store_id, store_code, enrolments, baskets, net_cents, average_cents, redemptions.
+    Rows: store_id, store_code, enrolments, baskets, net_cents, average_cents, redemptions,
+    anonymous_cents, card_share (0-1 or None).
     """
     refunded = _refunded_purchases()
     net = _sum(Purchase.total_cents - func.coalesce(refunded.c.amount_cents, 0))
@@ -307,17 +349,27 @@ def stores(main: Session, s: Span, *, store_id: int | None = None,
                        Redemption.status == "active",
                        _in_segment(Redemption.customer_id, customers))
                 .group_by(Redemption.store_id).subquery("redeemed"))
+    anonymous = (select(AnonymousSales.store_id,
+                        _sum(AnonymousSales.total_cents).label("cents"),
+                        func.count().label("reports"))
+                 .where(_anonymous(s, store_id), true() if customers is None else false())
+                 .group_by(AnonymousSales.store_id).subquery("anonymous"))
     baskets = func.coalesce(sales.c.baskets, 0)
+    card = func.coalesce(sales.c.net_cents, 0)
     return list(main.execute(
         select(Store.id.label("store_id"), Store.code.label("store_code"),
                func.coalesce(enrolled.c.enrolments, 0).label("enrolments"),
-               baskets.label("baskets"), func.coalesce(sales.c.net_cents, 0).label("net_cents"),
+               baskets.label("baskets"), card.label("net_cents"),
                case((baskets > 0, cast(func.round(sales.c.net_cents * 1.0 / baskets), Integer)),
                     else_=None).label("average_cents"),
-               func.coalesce(redeemed.c.redemptions, 0).label("redemptions"))
+               func.coalesce(redeemed.c.redemptions, 0).label("redemptions"),
+               func.coalesce(anonymous.c.cents, 0).label("anonymous_cents"),
+               _share(card, func.coalesce(anonymous.c.cents, 0),
+                      func.coalesce(anonymous.c.reports, 0)).label("card_share"))
         .outerjoin(sales, sales.c.store_id == Store.id)
         .outerjoin(enrolled, enrolled.c.store_id == Store.id)
         .outerjoin(redeemed, redeemed.c.store_id == Store.id)
+        .outerjoin(anonymous, anonymous.c.store_id == Store.id)
         .where(true() if store_id is None else Store.id == store_id)
         .order_by(Store.code)))
 

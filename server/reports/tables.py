@@ -13,10 +13,10 @@ import csv
 import io
 from dataclasses import dataclass, field
 
-from flask_babel import format_currency, format_decimal
+from flask_babel import format_currency, format_decimal, format_percent
 
 BOM = "\ufeff"
-KINDS = ("text", "int", "money", "quantity")
+KINDS = ("text", "int", "money", "quantity", "percent")  # percent: a 0-1 fraction
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,8 @@ class Table:
             return f"{value / 100:.2f}"
         if kind == "quantity":
             return f"{value / 1000:.3f}".rstrip("0").rstrip(".")
+        if kind == "percent":
+            return f"{value * 100:.1f}"
         return str(value)
 
     def shown(self, value, kind: str) -> str:
@@ -49,6 +51,8 @@ class Table:
             return format_currency(value / 100, "EUR")
         if kind in ("quantity", "int"):
             return format_decimal(value / 1000 if kind == "quantity" else value)
+        if kind == "percent":
+            return format_percent(value, "#,##0.0%")
         return str(value)
 
     def html_rows(self) -> list[list[tuple[str, str]]]:
