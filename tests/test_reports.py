@@ -328,6 +328,37 @@ def test_offsets_follow_summer_time():
                      (_at("2026-10-25 01:00"), 60)]
 
 
+def test_periods_of_a_range_as_the_sql_names_them():
+    from zoneinfo import ZoneInfo
+
+    span = service.Span(START, END, ZoneInfo("Europe/Paris"), _at("2025-12-31 23:00"),
+                        _at("2026-03-31 22:00"))
+    assert service.periods(span, "season") == [date(2025, 12, 1), date(2026, 3, 1)]
+    assert service.periods(span, "month") == [date(2026, m, 1) for m in (1, 2, 3)]
+    assert service.periods(span, "year") == [date(2026, 1, 1)]
+    weeks = service.periods(span, "week")
+    assert weeks[0] == date(2025, 12, 29) and weeks[-1] == date(2026, 3, 30) and len(weeks) == 14
+    assert len(service.periods(span, "day")) == 90
+    assert [service.first_day(date(2026, m, 15), "season") for m in (1, 2, 3, 5, 6, 11, 12)] \
+        == [date(2025, 12, 1), date(2025, 12, 1), date(2026, 3, 1), date(2026, 3, 1),
+            date(2026, 6, 1), date(2026, 9, 1), date(2026, 12, 1)]
+
+
+def test_charts_are_plain_svg_with_round_axes():
+    from server.reports import charts
+
+    line = charts.line_chart(["W1", "W2", "W3"], {"A<1>": [0, 1, 1], "B": [1, 0, 0]},
+                             title="Visits & more", integer=True)
+    assert line.startswith("<svg") and "<script" not in line and "style=" not in line
+    assert "<title>Visits &amp; more</title>" in line and "A&lt;1&gt;" in line
+    assert re.findall(r'text-anchor="end" fill="#555"[^>]*>([^<]*)<', line) == ["0", "1"]
+    money = charts.line_chart(["a", "b"], {"s": [0, 9000]}, title="t", fmt=lambda v: f"{v:.0f}")
+    assert re.findall(r'text-anchor="end" fill="#555"[^>]*>([^<]*)<', money) == [
+        "0", "2500", "5000", "7500", "10000"]
+    bars = charts.bar_chart(["x", "y"], [300, 100], title="t", fmt=lambda v: f"{v:.0f}")
+    assert bars.count("<rect") == 2 and ">300<" in bars and ">100<" in bars
+
+
 # --------------------------------------------------------------------------- pages and CSV
 
 

@@ -204,18 +204,18 @@ def report_visits():
         s = service.span(main, form.start.data, form.end.data)
         rows = service.visits(main, s, form.period.data, store_id=_store_id(form),
                               customers=_customers())
-        periods: list[str] = []
         by_store: dict[str, dict[str, int]] = {}
         for r in rows:
             label = period_label(r.period, form.period.data)
             table.rows.append([label, r.store_code, r.visits, r.customers, r.taps])
-            if label not in periods:
-                periods.append(label)
             by_store.setdefault(r.store_code, {})[label] = r.visits
-        if rows:
+        if rows:  # every period on the axis, those without visits at 0
+            axis = [period_label(p, form.period.data)
+                    for p in service.periods(s, form.period.data)]
             chart = charts.line_chart(
-                periods, {code: [v.get(p, 0) for p in periods] for code, v in by_store.items()},
-                title=_("Visits per store"), fmt=lambda v: format_decimal(round(v)))
+                axis, {code: [v.get(p, 0) for p in axis] for code, v in by_store.items()},
+                title=_("Visits per store"), fmt=lambda v: format_decimal(round(v)),
+                integer=True)
     return _page("visits.html", form, {"visits": (_l("Visits per store"), table)}, chart=chart)
 
 

@@ -60,12 +60,24 @@ def bar_chart(labels: Sequence[str], values: Sequence[float], *, title: str,
     return _svg(height, title, body)
 
 
+def _ticks(top: float, integer: bool) -> list[float]:
+    """Round values from 0 to at least ``top`` for the y axis: four or five steps."""
+    step = _nice_max(top / 4) if top > 0 else 1
+    if integer:
+        step = max(1, math.ceil(step))
+    count = max(1, math.ceil(top / step))
+    return [step * i for i in range(count + 1)]
+
+
 def line_chart(x_labels: Sequence[str], series: dict[str, Sequence[float]], *, title: str,
-               fmt: Callable[[float], str] = str, height: int = 320) -> Markup:
+               fmt: Callable[[float], str] = str, height: int = 320,
+               integer: bool = False) -> Markup:
     """One line per series over the same x labels, a legend under the plot."""
-    left, right, top, bottom = 70, 20, 12, 60
+    left, right, top, bottom = 80, 50, 12, 60
     plot_w, plot_h = WIDTH - left - right, height - top - bottom
-    peak = _nice_max(max((float(v) for values in series.values() for v in values), default=0))
+    ticks = _ticks(max((float(v) for values in series.values() for v in values), default=0),
+                   integer)
+    peak = ticks[-1]
     count = max(len(x_labels), 1)
     step = plot_w / max(count - 1, 1)
 
@@ -76,8 +88,7 @@ def line_chart(x_labels: Sequence[str], series: dict[str, Sequence[float]], *, t
         return top + plot_h - float(value) / peak * plot_h
 
     body = []
-    for tick in range(5):  # horizontal grid lines with their values
-        value = peak * tick / 4
+    for value in ticks:  # horizontal grid lines with their values
         body.append(f'<line x1="{left}" x2="{WIDTH - right}" y1="{y(value):.1f}" '
                     f'y2="{y(value):.1f}" stroke="#ddd"/>'
                     f'<text x="{left - 6}" y="{y(value) + 4:.1f}" text-anchor="end" '

@@ -138,6 +138,34 @@ def _period(main: Session, local, period: str | None, s: Span):
     return func.date(local, f"start of {period}")
 
 
+def first_day(day: date, period: str) -> date:
+    """The first day of the period holding ``day`` (as the SQL above computes it)."""
+    if period == "week":
+        return day - timedelta(days=day.weekday())
+    if period == "month":
+        return day.replace(day=1)
+    if period == "season":
+        year, month0 = divmod(day.year * 12 + day.month - 1 - day.month % 3, 12)
+        return date(year, month0 + 1, 1)
+    if period == "year":
+        return date(day.year, 1, 1)
+    return day
+
+
+def periods(s: Span, period: str) -> list[date]:
+    """Every period of the range, in order, with or without figures (for a chart's axis)."""
+    found, day = [], first_day(s.start, period)
+    while day <= s.end:
+        found.append(day)
+        if period in ("month", "season", "year"):
+            months = {"month": 1, "season": 3, "year": 12}[period]
+            year, month0 = divmod(day.year * 12 + day.month - 1 + months, 12)
+            day = date(year, month0 + 1, 1)
+        else:
+            day += timedelta(days=7 if period == "week" else 1)
+    return found
+
+
 def period_name(value) -> str:
     """A period's first day as ``YYYY-MM-DD`` whatever the database returned."""
     return value.isoformat() if isinstance(value, date) else str(value)
