@@ -214,23 +214,32 @@ def best_sellers(main: Session, s: Span, period: str | None = "month", *,
     refunded = _refunded_lines()
     bucket = _period(main, _local(main, Purchase.paid_at, s), period, s)
     store = Purchase.store_id if by_store else literal(None, Integer)
-    net = _sum(PurchaseLine.net_cents - func.coalesce(refunded.c.amount_cents, 0))
-    quantity = _sum(PurchaseLine.quantity_milli - func.coalesce(refunded.c.quantity_milli, 0))
-    partition = [bucket, Purchase.store_id] if by_store else [bucket]
-    ranked = (
+    # first per buyer, then per SKU: counting the rows of the first step gives the distinct
+    # buyers without COUNT(DISTINCT), which PostgreSQL can only do by sorting every line
+    per_buyer = (
         select(bucket.label("period"), store.label("store_id"), PurchaseLine.sku,
-               func.max(PurchaseLine.name).label("name"),
+               Purchase.customer_id, func.max(PurchaseLine.name).label("name"),
                func.max(PurchaseLine.category).label("category"),
-               quantity.label("quantity_milli"), net.label("net_cents"),
-               func.count(distinct(Purchase.customer_id)).label("customers"),
-               func.row_number().over(partition_by=partition,
-                                      order_by=(net.desc(), quantity.desc(), PurchaseLine.sku))
-               .label("rank"))
+               _sum(PurchaseLine.quantity_milli - func.coalesce(refunded.c.quantity_milli, 0))
+               .label("quantity_milli"),
+               _sum(PurchaseLine.net_cents - func.coalesce(refunded.c.amount_cents, 0))
+               .label("net_cents"))
         .select_from(PurchaseLine)
         .join(Purchase, Purchase.id == PurchaseLine.purchase_id)
         .outerjoin(refunded, refunded.c.line_id == PurchaseLine.id)
         .where(_purchases_in(s, store_id, customers))
-        .group_by(*partition, PurchaseLine.sku)
+        .group_by(bucket, store, PurchaseLine.sku, Purchase.customer_id)
+    ).subquery("per_buyer")
+    b = per_buyer.c
+    net, quantity = _sum(b.net_cents), _sum(b.quantity_milli)
+    ranked = (
+        select(b.period, b.store_id, b.sku, func.max(b.name).label("name"),
+               func.max(b.category).label("category"), quantity.label("quantity_milli"),
+               net.label("net_cents"), func.count().label("customers"),
+               func.row_number().over(partition_by=(b.period, b.store_id),
+                                      order_by=(net.desc(), quantity.desc(), b.sku))
+               .label("rank"))
+        .group_by(b.period, b.store_id, b.sku)
     ).subquery("ranked")
     r = ranked.c
     return list(main.execute(
