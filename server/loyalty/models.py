@@ -42,7 +42,8 @@ class Purchase(Base):
     currency: Mapped[str] = mapped_column(String(3))
     total_cents: Mapped[int] = mapped_column(Integer)
     points_earned: Mapped[int] = mapped_column(Integer, default=0)
-    paid_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # the reports read a range of dates across all customers (server/reports)
+    paid_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 

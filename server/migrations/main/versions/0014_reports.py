@@ -1,4 +1,5 @@
-"""reports: the tills' daily sales without a card (the share of sales to card holders)
+"""reports: the tills' daily sales without a card (the share of sales to card holders);
+purchases by date (the reports read a range of dates across all customers)
 
 Revision ID: 0014_reports
 Revises: 0010_tickets
@@ -40,9 +41,13 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_anonymous_sales_day'), ['day'], unique=False)
         batch_op.create_index(batch_op.f('ix_anonymous_sales_store_id'), ['store_id'],
                               unique=False)
+    with op.batch_alter_table('purchases', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_purchases_paid_at'), ['paid_at'], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('purchases', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_purchases_paid_at'))
     with op.batch_alter_table('anonymous_sales', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_anonymous_sales_store_id'))
         batch_op.drop_index(batch_op.f('ix_anonymous_sales_day'))
