@@ -16,6 +16,7 @@ from server.loyalty.models import (
                                    RefundLine,
 )
 from server.privacy.models import AuditEntry, Consent
+from server.reports.models import AnonymousSales
 from server.segments.models import Segment
 from server.staff.models import AuthFailure, Staff
 from server.stores.models import Store
@@ -23,8 +24,8 @@ from server.taps.models import Visit
 from server.tickets.models import Product, Ticket, TicketNote
 from server.vault.models import VaultRecord
 
-__all__ = ["Account", "AccountPayment", "AuditEntry", "AuthFailure", "BirthdayDay", "Campaign",
-           "CampaignMessage", "Card", "CardFlag", "Consent", "Customer", "Device",
-           "ImportedCustomer", "PointsEntry", "Product", "ProgrammeVersion", "Purchase",
+__all__ = ["Account", "AccountPayment", "AnonymousSales", "AuditEntry", "AuthFailure",
+           "BirthdayDay", "Campaign", "CampaignMessage", "Card", "CardFlag", "Consent", "Customer",
+           "Device", "ImportedCustomer", "PointsEntry", "Product", "ProgrammeVersion", "Purchase",
            "PurchaseLine", "Redemption", "Refund", "RefundLine", "Segment", "Staff", "Statement",
            "Store", "SurveyResponse", "Ticket", "TicketNote", "VaultRecord", "Visit"]

@@ -136,11 +136,10 @@ def _header_sections(body: str) -> list[str]:
 def test_the_header_lists_each_roles_sections_in_a_fixed_order(app, creds, manager, admin):
     expected = {
         "desk1": ["Find a customer", "Tickets"],
-        manager: ["Find a customer", "Tickets", "Retention", "Value", "Segments", "Campaigns",
-                  "Programme"],
+        manager: ["Find a customer", "Tickets", "Retention", "Value", "Segments", "Reports",
+                  "Campaigns", "Programme"],
         admin: ["Find a customer", "Tickets", "Retention", "Audit log", "Value", "Segments",
-                "Campaigns",
-                "Programme", "Stores", "Devices", "Staff"],
+                "Reports", "Campaigns", "Programme", "Stores", "Devices", "Staff"],
     }
     for username, sections in expected.items():
         assert _header_sections(office(app, creds, username).page(BO + "/")) == sections, username

@@ -49,6 +49,7 @@ MATRIX: dict[str, frozenset[str]] = {
     "POST /api/v1/purchases": TILL,
     "POST /api/v1/refunds": TILL,
     "POST /api/v1/redemptions": TILL,
+    "PUT /api/v1/anonymous-sales": TILL,
     "GET /api/v1/programme": NOBODY_ANONYMOUS,
     "PUT /api/v1/programme": MANAGERS,
     # --- API: cards (a kiosk alone: the cards of the customers it has just enrolled)
@@ -152,6 +153,12 @@ MATRIX: dict[str, frozenset[str]] = {
     "POST /backoffice/admin/stores": ADMINS,
     "GET /backoffice/admin/stores/<int:store_id>": ADMINS,
     "POST /backoffice/admin/stores/<int:store_id>": ADMINS,
+    # --- back office: reports (figures of the chain, no personal data)
+    "GET /backoffice/reports": MANAGERS,
+    "GET /backoffice/reports/best-sellers": MANAGERS,
+    "GET /backoffice/reports/visits": MANAGERS,
+    "GET /backoffice/reports/habits": MANAGERS,
+    "GET /backoffice/reports/sellers": MANAGERS,
 }
 
 # values for the rules' variables: well-formed, but naming nothing that exists

@@ -33,6 +33,7 @@ from server.loyalty.schemas import (
     RefundOut,
 )
 from server.privacy.schemas import ConsentChangeIn, ErasureIn, RectifyIn, SearchIn
+from server.reports.schemas import AnonymousSalesIn, AnonymousSalesOut
 from server.staff.schemas import KioskSessionIn, KioskSessionOut
 from server.taps.schemas import CustomerRecord, TapIn
 from server.tickets.schemas import NoteIn, NoteOut, TicketChangeIn, TicketIn, TicketOut, TicketsOut
@@ -42,7 +43,7 @@ MODELS = (EnrolmentIn, EnrolmentOut, CardIn, CardOut, TapIn, CustomerRecord, Pur
           AdjustmentOut, ConsentChangeIn, SearchIn, RectifyIn, ErasureIn, HeartbeatIn,
           HeartbeatOut, ActivationIn, VoidIn, VoidOut, CardLookupIn, CustomerLookupIn,
           CustomerFound, CustomersFound, KioskSessionIn, KioskSessionOut, BlockIn, UnblockIn,
-          CardStateOut)
+          CardStateOut, AnonymousSalesIn, AnonymousSalesOut)
 CARD = ("card-token-malformed", "card-token-version", "card-token-unknown-key",
         "card-token-forged", "card-not-found", "card-pending", "card-revoked", "card-superseded",
         "customer-not-found", "customer-erased")
@@ -420,6 +421,14 @@ def build() -> dict:
                     "application/json": {"schema": _ref("HeartbeatOut")}}},
                     **_problems(*COMMON)},
             }},
+            "/anonymous-sales": {"put": {
+                **_plain("A till's sales without a card on one day, for one seller",
+                         "Role: till. A state, not an event: the figures for this till, day "
+                         "and seller replace any sent before (send the day's totals so far, "
+                         "as often as wanted). The reports divide card holders' sales by all "
+                         "sales with them: the share of sales to card holders.",
+                         "AnonymousSalesIn", "AnonymousSalesOut", "currency-mismatch"),
+                "security": [{"deviceKey": []}]}},
             **_privacy_paths(),
             **_kiosk_paths(),
             **_ticket_paths(),

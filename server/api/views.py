@@ -14,6 +14,7 @@ from server.devices.views import bp as devices_bp
 from server.enrolment.views import bp as enrolment_bp
 from server.loyalty.views import bp as loyalty_bp
 from server.privacy.views import bp as privacy_bp
+from server.reports.views import bp as reports_bp
 from server.staff.views import bp as staff_bp
 from server.taps.views import bp as taps_bp
 from server.tickets.views import bp as tickets_bp
@@ -30,6 +31,7 @@ api.register_blueprint(staff_bp)
 api.register_blueprint(tickets_bp)
 api.register_blueprint(accounts_bp)
 api.register_blueprint(campaigns_bp)
+api.register_blueprint(reports_bp)
 
 
 @api.get("/openapi.json")

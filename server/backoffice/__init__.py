@@ -7,7 +7,7 @@ HttpOnly and SameSite=Strict; every form carries a CSRF token (``security``).
 
 ``blueprint`` holds the blueprint, its hooks and the header's sections (``nav``); each feature
 is a module adding its pages: ``session_views`` (login, language), ``customers``,
-``privacy_pages``, ``tickets``, ``admin``. A later feature adds a module and a line to
+``privacy_pages``, ``tickets``, ``admin``, ``reports``. A later feature adds a module and a line to
 ``create_blueprint()`` below; ``nav(..., order=)`` places its header section.
 """
 
@@ -24,6 +24,7 @@ def create_blueprint() -> Blueprint:
         campaigns,
         customers,
         privacy_pages,
+        reports,
         segments,
         session_views,
         tickets,

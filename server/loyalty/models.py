@@ -45,7 +45,8 @@ class Purchase(Base):
     # "account": paid on the customer's account (server.accounts), to be paid later; None:
     # paid at the till
     payment: Mapped[str | None] = mapped_column(String(16))
-    paid_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # the reports read a range of dates across all customers (server/reports)
+    paid_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 

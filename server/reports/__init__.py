@@ -1,0 +1,1 @@
+"""Reports for managers: best sellers, visits, habits across stores, seller indicators."""
