@@ -377,6 +377,13 @@ def test_punctuality_is_the_share_of_statements_paid_by_their_due_date(app, api,
         assert service.punctuality(s, who["jurate"], after_due) == 1.0
         everyone = dict(s.execute(select(service.punctuality_by_customer(after_due))).all())
     assert everyone == {who["jurate"]: 1.0, who["elodie"]: 0.0}
+    # the value score's punctual payment component reads the same, in per-mille
+    from server.value import service as value
+
+    assert value._punctuality == [service.punctuality_source]
+    with Session(app.extensions["loyalty.db"].main) as s:
+        source = service.punctuality_source(datetime(2026, 1, 1, tzinfo=UTC), after_due)
+        assert dict(s.execute(source).all()) == {who["jurate"]: 1000, who["elodie"]: 0}
 
 
 # --------------------------------------------------------------------------- back office

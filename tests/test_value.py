@@ -179,13 +179,14 @@ def test_punctuality_is_a_pluggable_input_ignored_without_data(app, abcd):
         return select(Customer.id.label("customer_id"), on_time.label("on_time")).where(
             Customer.id.in_([a, b]))
 
+    registered = list(service._punctuality)  # the accounts' source, put back afterwards
     service.register_punctuality(accounts)
     try:
         rows = _scores(app)
         with app.app_context(), Session(app.extensions["loyalty.db"].main) as s:
             explained = service.explain(s, default_programme(), abcd["C"], NOW)
     finally:
-        service.register_punctuality(None)
+        service.register_punctuality(registered[0] if registered else None)
     # among the two account customers: A 100, B 50
     assert rows[a].punctuality == 100 and rows[b].punctuality == 50
     # A (7500 + 10 x 100) / 100 = 85; B (6750 + 10 x 50) / 100 = 72.5 -> 72

@@ -21,6 +21,7 @@ from server.db import flush_or_replay, utcnow
 from server.devices.auth import Principal
 from server.loyalty.models import Purchase, Refund
 from server.loyalty.schemas import cents
+from server.value.service import register_punctuality
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +216,20 @@ def punctuality_by_customer(now: datetime | None = None):
     now = now or datetime.now(UTC)
     return (select(Statement.customer_id, func.avg(_on_time()).label("punctuality"))
             .where(_due_statements(now)).group_by(Statement.customer_id).subquery())
+
+
+def punctuality_source(since: datetime, now: datetime):
+    """For the value score: ``(customer_id, on_time)``, the per-mille of the statements due
+    within ``since``..``now`` that were paid by their due date (integers, so both databases
+    rank alike)."""
+    on_time = case((_on_time() > 0, 1), else_=0)
+    return (select(Statement.customer_id,
+                   (func.sum(on_time) * 1000 / func.count()).label("on_time"))
+            .where(_due_statements(now), Statement.due_by >= since)
+            .group_by(Statement.customer_id))
+
+
+register_punctuality(punctuality_source)
 
 
 def statement_on_time(main: Session, statement_id: int, now: datetime | None = None
