@@ -23,9 +23,10 @@ from wtforms.validators import InputRequired
 
 from server.backoffice.blueprint import T, bp, nav
 from server.backoffice.security import roles_required
-from server.db import main_session
+from server.db import main_session, utcnow
 from server.reports import charts, service
 from server.reports.tables import Column, Table
+from server.segments import service as segments
 
 log = logging.getLogger(__name__)
 TR = T + "reports/"
@@ -59,6 +60,7 @@ class ReportForm(FlaskForm):
                          choices=[Choice(k, v) for k, v in PERIOD_NAMES.items()])
     store = SelectField(_l("Store"), default="")
     by_store = BooleanField(_l("Each store apart"))
+    segment = SelectField(_l("Segment"), default="")
 
     def validate(self, extra_validators=None) -> bool:
         if not super().validate(extra_validators):
@@ -82,6 +84,8 @@ def _form(codes: dict[int, str]) -> ReportForm:
     values.pop("csv", None)
     form = ReportForm(MultiDict(values))
     form.store.choices = [Choice("", _l("all"))] + [Choice(str(i), c) for i, c in codes.items()]
+    form.segment.choices = [Choice("", _l("every customer"))] + [
+        Choice(str(s.id), s.name) for s in segments.saved(main_session())]
     form.validate()
     return form
 
@@ -135,11 +139,14 @@ def _page(template: str, form: ReportForm, tables: dict[str, tuple[object, Table
                            ok=_ok(form), **kw), 200 if _ok(form) else 422
 
 
-# SEGMENT: after the merge with server/segments, a "Segment" select joins the form and each
-# view passes ``customers=segments.service.members(main, definition, now)`` to the service;
-# until then every report covers all customers.
-def _customers():
-    return None
+def _customers(form: ReportForm):
+    """The chosen saved segment's customers (a Select of ids), or None for every customer."""
+    value = form.segment.data or ""
+    if not value.isdigit():
+        return None
+    main = main_session()
+    return segments.members(main, segments.definition_of(segments.get(main, int(value))),
+                            utcnow())
 
 
 # --------------------------------------------------------------------------- pages
@@ -171,7 +178,7 @@ def report_best_sellers():
     table, chart = Table(columns), None
     if _ok(form):
         s = service.span(main, form.start.data, form.end.data)
-        kw = {"store_id": _store_id(form), "customers": _customers()}
+        kw = {"store_id": _store_id(form), "customers": _customers(form)}
         for r in service.best_sellers(main, s, form.period.data, by_store=by_store, **kw):
             row = [period_label(r.period, form.period.data), r.rank, r.sku, r.name, r.category,
                    r.quantity_milli, r.net_cents, r.customers]
@@ -203,7 +210,7 @@ def report_visits():
     if _ok(form):
         s = service.span(main, form.start.data, form.end.data)
         rows = service.visits(main, s, form.period.data, store_id=_store_id(form),
-                              customers=_customers())
+                              customers=_customers(form))
         by_store: dict[str, dict[str, int]] = {}
         for r in rows:
             label = period_label(r.period, form.period.data)
@@ -234,7 +241,7 @@ def report_habits():
     if _ok(form):
         s = service.span(main, form.start.data, form.end.data)
         cells = {(r.home_store_id, r.store_id): r
-                 for r in service.habits(main, s, customers=_customers())}
+                 for r in service.habits(main, s, customers=_customers(form))}
         homes = sorted({home for home, _store in cells}, key=lambda i: codes.get(i, ""))
         for home in homes:
             row = [codes.get(home, "")]
@@ -271,7 +278,7 @@ def report_sellers():
     chart = None
     if _ok(form):
         s = service.span(main, form.start.data, form.end.data)
-        kw = {"store_id": _store_id(form), "customers": _customers()}
+        kw = {"store_id": _store_id(form), "customers": _customers(form)}
         for r in service.stores(main, s, **kw):
             per_store.rows.append([r.store_code, r.enrolments, r.baskets, r.net_cents,
                                    r.average_cents, r.redemptions,
