@@ -444,6 +444,40 @@ def test_back_office_new_preview_send_and_log(app, api, creds, manager, smtp):  
     assert "Sent: 2" in log_page and "Failed: 0" in log_page
 
 
+def test_back_office_sends_to_a_saved_segment(app, api, creds, manager, smtp):  # noqa: F811
+    from server.campaigns.models import Campaign
+    from server.segments import service as segments
+    from server.segments.schemas import Definition
+    from tests.test_backoffice import office
+
+    app.config.update(MAIL_URL=smtp.url, CAMPAIGN_EMAIL_PER_MINUTE=6000)
+    yes = {"terms": True, "marketing_email": True}
+    _enrol(api, language="fr", consents=yes, first_name="Léa")
+    tom = _enrol(api, language="en", consents=yes, first_name="Tom")
+    assert api.purchase([api.line("SKU-1", 1, "9.90")], customer_id=tom).status_code == 201
+    with Session(_dbs(app).main) as main:
+        segment_id = segments.save(main, "Bought this month", Definition(within_months=1),
+                                   "test").id
+        main.commit()
+
+    bo = office(app, creds, manager)
+    saved = bo.post("/backoffice/campaigns/new", {**TEMPLATE_FORM, "action": "save"})
+    page_url = saved.headers["Location"]
+    assert "2 customers consent to this channel" in bo.page(page_url + "/send")
+    confirm = bo.page(f"{page_url}/send?segment={segment_id}")
+    assert "1 customer consents to this channel" in confirm
+    assert f'name="segment" value="{segment_id}"' in confirm  # what the send button sends
+    # a segment deleted meanwhile: sent back with a message, nothing queued
+    assert bo.get(f"{page_url}/send?segment=999999").status_code == 303
+    assert bo.post(page_url + "/send", {"segment": str(segment_id)}).status_code == 303
+    service.process(app)
+    assert [m["Subject"] for m in smtp.messages] == ["Sale, Tom"]
+    with Session(_dbs(app).main) as main:
+        campaign = main.scalars(select(Campaign).order_by(Campaign.id.desc())).first()
+        assert campaign.segment_id == segment_id
+        assert campaign.segment_definition == {"within_months": 1}
+
+
 def test_back_office_sms_campaign_in_chromium(app, api, creds, manager, browser, screenshots):
     from tests.support.fixtures_devices import serve
 

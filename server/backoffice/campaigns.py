@@ -2,8 +2,8 @@
 templates per language and a preview, sending with a confirmation that says how many, the
 send log; triggered campaigns are switched on and off here.
 
-The target is every consenting customer for now; ``service.queue`` takes a segment's
-``Select`` of customer ids, for the segment picker.
+The target is every consenting customer, or those of a saved segment (chosen on the page
+that asks for confirmation); the campaign keeps the segment's id and its definition as sent.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from server.backoffice.blueprint import T, bp, nav
 from server.backoffice.security import roles_required
 from server.campaigns import service, templating
 from server.campaigns.models import Campaign, CampaignMessage
-from server.db import main_session
+from server.db import main_session, utcnow
+from server.segments import service as segments
 
 log = logging.getLogger(__name__)
 CT = T + "campaigns/"
@@ -160,15 +161,26 @@ def campaign(campaign_id: int):
                            previews=_previews(c.channel, c.templates), **_names())
 
 
+def _target(value: str | None):
+    """The chosen saved segment (``Segment``, its customers as a Select), or (None, None)."""
+    if not (value or "").isdigit():
+        return None, None
+    main = main_session()
+    segment = segments.get(main, int(value))  # Problem segment-not-found: the 404 page
+    return segment, segments.members(main, segments.definition_of(segment), utcnow())
+
+
 @bp.get("/campaigns/<int:campaign_id>/send")
 @roles_required(*CAMPAIGN_ROLES)
 def confirm_campaign(campaign_id: int):
-    """How many will receive it, before anything is sent."""
+    """To whom (every customer, or a saved segment) and how many, before anything is sent."""
     c = _campaign(campaign_id)
     if c.trigger or c.status != "draft":
         return redirect(url_for(".campaign", campaign_id=campaign_id), 303)
-    return render_template(CT + "confirm.html", campaign=c,
-                           count=service.count_recipients(main_session(), c.channel),
+    segment, target = _target(request.args.get("segment"))
+    return render_template(CT + "confirm.html", campaign=c, segment=segment,
+                           saved_segments=segments.saved(main_session()),
+                           count=service.count_recipients(main_session(), c.channel, target),
                            **_names())
 
 
@@ -180,7 +192,10 @@ def send_campaign(campaign_id: int):
     if c.trigger or c.status != "draft":
         flash(_("This campaign is not a draft: it was queued already."), "error")
         return redirect(url_for(".campaign", campaign_id=campaign_id), 303)
-    queued = service.queue(main_session(), c, None)
+    segment, target = _target(request.form.get("segment"))
+    queued = service.queue(main_session(), c, target,
+                           segment_id=segment.id if segment else None,
+                           definition=segment.definition if segment else None)
     log.info("campaign %s queued by %s: %d messages", c.id, current_user.principal.actor,
              queued)
     flash(ngettext("%(num)d message queued.", "%(num)d messages queued.", queued), "ok")
