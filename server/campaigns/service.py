@@ -35,7 +35,7 @@ from server.mail.sender import MailError
 from server.mail.sender import send as send_mail
 from server.privacy import audit, consent
 from server.privacy.models import Consent
-from server.privacy.service import read_for_job
+from server.privacy.service import read_as_system
 from server.secrets_file import app_secret_key
 from server.vault.models import VaultRecord
 from server.vault.service import find_customers
@@ -301,8 +301,8 @@ def _send_one(app, dbs, config, message_id: int, max_attempts: int, report: Send
         if not consent.flags(main, customer.id)[PURPOSE[msg.channel]]:
             return skip("no consent (withdrawn since queued)")
         contact_field = CONTACT[msg.channel]
-        personal = read_for_job(main, vault, ACTOR, customer.id, f"campaign:{campaign.id}",
-                                (contact_field, "first_name"))
+        personal = read_as_system(main, vault, ACTOR, customer.id, f"campaign:{campaign.id}",
+                                  (contact_field, "first_name"))
         if not personal.get(contact_field):
             return skip(f"no {contact_field}")
         values = {"first_name": personal.get("first_name") or "", "points": customer.points,
@@ -402,8 +402,8 @@ def refresh_birthdays(app, now: datetime) -> int:
                 ~exists().where(BirthdayDay.customer_id == Customer.id))
             .order_by(Customer.id)))
         for i, customer_id in enumerate(missing, 1):
-            birth = read_for_job(main, vault, ACTOR, customer_id, "campaigns:birthday",
-                                 ("birth_date",))["birth_date"]
+            birth = read_as_system(main, vault, ACTOR, customer_id, "campaigns:birthday",
+                                   ("birth_date",))["birth_date"]
             main.add(BirthdayDay(customer_id=customer_id,
                                  month_day=birth[5:10] if birth else None,
                                  checked_at=utcnow()))  # compared with the vault's clock

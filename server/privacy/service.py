@@ -57,12 +57,20 @@ def read(main: Session, vault: Session, principal: Principal, customer_id: str,
     return {"customer_id": customer_id, **data}
 
 
-def read_as_system(main: Session, vault: Session, actor: str, customer_id: str,
-                   view: str) -> dict:
-    """One customer's personal data for a job of the service itself (``job:...``); audited."""
+def read_as_system(main: Session, vault: Session, actor: str, customer_id: str, view: str,
+                   fields: tuple[str, ...] | None = None) -> dict:
+    """One customer's personal data for a job of the service itself (``job:...``); audited.
+
+    With ``fields``, only those (the audit entry names them). Empty when the customer has no
+    personal data left (erased).
+    """
     data = read_personal_data(vault, customer_id) or {}
-    audit.record(main, actor, "personal-data.read", customer_id, view=view)
-    return data
+    if fields is None:
+        audit.record(main, actor, "personal-data.read", customer_id, view=view)
+        return data
+    audit.record(main, actor, "personal-data.read", customer_id, view=view,
+                 detail={"fields": list(fields)})
+    return {k: data.get(k) for k in fields}
 
 
 # a name is common: at most this many customers are answered for one
@@ -149,11 +157,3 @@ def contacts(main: Session, vault: Session, principal: Principal, customer_ids: 
                  detail={**(detail or {}), "purpose": purpose, "fields": list(fields),
                          "customers": sorted(found)})
     return found
-def read_for_job(main: Session, vault: Session, actor: str, customer_id: str, view: str,
-                 fields: tuple[str, ...]) -> dict:
-    """Some fields of one customer's personal data for a job (campaigns); audited, naming the
-    fields read. Empty when the customer has no personal data left (erased)."""
-    data = read_personal_data(vault, customer_id) or {}
-    audit.record(main, actor, "personal-data.read", customer_id, view=view,
-                 detail={"fields": list(fields)})
-    return {k: data.get(k) for k in fields}
