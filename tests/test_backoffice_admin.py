@@ -20,6 +20,7 @@ from server.loyalty.models import ProgrammeVersion
 from server.privacy.models import AuditEntry
 from server.staff.models import Staff
 from server.stores.models import Store
+from tests.support.backoffice_browser import log_in
 from tests.support.fixtures_devices import serve
 from tests.test_backoffice import BO, Office, _flashes, office
 
@@ -584,10 +585,7 @@ def test_admin_in_chromium_registers_a_device_and_loads_a_programme(app, api, cr
                 if r.status >= 400 and not r.url.endswith("/admin/programme") else None)
         try:
             page.goto(f"{url}/backoffice/login")
-            page.get_by_label("User name").fill(admin)
-            page.get_by_label("Password").fill(creds.passwords[admin])
-            with page.expect_navigation():
-                page.get_by_role("button", name="Log in").click()
+            log_in(page, admin, creds.passwords[admin])
 
             with page.expect_navigation():
                 page.get_by_role("link", name="Devices", exact=True).click()

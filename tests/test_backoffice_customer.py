@@ -18,6 +18,7 @@ from server.db import utcnow
 from server.loyalty.models import Purchase
 from server.privacy.models import AuditEntry
 from server.vault.models import VaultRecord
+from tests.support.backoffice_browser import log_in
 from tests.support.fixtures_devices import serve
 from tests.support.fixtures_server import assert_problem
 from tests.test_backoffice import BO, _audit, _flashes, office
@@ -494,10 +495,7 @@ def test_desk_in_chromium_finds_by_name_opens_the_file_and_reissues(app, api, cr
         page.on("response", lambda r: errors.append(r.url) if r.status >= 400 else None)
         try:
             page.goto(f"{url}/backoffice/")
-            page.get_by_label("User name").fill("desk1")
-            page.get_by_label("Password").fill(creds.passwords["desk1"])
-            with page.expect_navigation():
-                page.get_by_role("button", name="Log in").click()
+            log_in(page, "desk1", creds.passwords["desk1"])
             field = page.get_by_label("Name, card, email, phone number or customer number")
             field.fill("kazlauskaite")
             with page.expect_navigation():

@@ -24,6 +24,7 @@ from server.db import utcnow
 from server.loyalty import ledger
 from server.privacy import consent, erasure
 from server.privacy.models import AuditEntry, Consent
+from tests.support.backoffice_browser import log_in
 from tests.test_privacy_retention import Inbox, smtp  # noqa: F401 - the fixture
 
 EMAIL_TEMPLATES = {
@@ -492,10 +493,7 @@ def test_back_office_sms_campaign_in_chromium(app, api, creds, manager, browser,
         page.on("response", lambda r: errors.append(r.url) if r.status >= 400 else None)
         try:
             page.goto(f"{url}/backoffice/")
-            page.get_by_label("User name").fill(manager)
-            page.get_by_label("Password").fill(creds.passwords[manager])
-            with page.expect_navigation():
-                page.get_by_role("button", name="Log in").click()
+            log_in(page, manager, creds.passwords[manager])
             with page.expect_navigation():
                 page.get_by_role("link", name="Campaigns").click()
             with page.expect_navigation():

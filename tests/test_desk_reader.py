@@ -16,6 +16,7 @@ import pytest
 import requests
 from werkzeug.wrappers import Request, Response
 
+from tests.support.backoffice_browser import log_in
 from tests.support.fixtures_devices import serve, wait_until
 from tests.test_backoffice import BO, office
 from tests.test_backoffice_customer import _card, _enrol, _searches
@@ -211,10 +212,7 @@ def test_a_card_read_on_the_desk_reader_opens_the_customer_file(app, api, creds,
             errors: list[str] = []
             try:
                 page.goto(f"{office_url}{BO}/")
-                page.get_by_label("User name").fill("desk1")
-                page.get_by_label("Password").fill(creds.passwords["desk1"])
-                with page.expect_navigation():
-                    page.get_by_role("button", name="Log in").click()
+                log_in(page, "desk1", creds.passwords["desk1"])
                 page.get_by_text("Desk reader not reachable").wait_for(timeout=5000)
                 requests.post(f"{agent_url}/simulate", json={"url": card["url"]}, timeout=5)
                 page.wait_for_timeout(500)
@@ -250,10 +248,7 @@ def test_the_page_says_when_no_desk_reader_answers(app, creds, browser):
         page = context.new_page()
         try:
             page.goto(f"{office_url}{BO}/")
-            page.get_by_label("User name").fill("desk1")
-            page.get_by_label("Password").fill(creds.passwords["desk1"])
-            with page.expect_navigation():
-                page.get_by_role("button", name="Log in").click()
+            log_in(page, "desk1", creds.passwords["desk1"])
             page.get_by_text("Desk reader not reachable").wait_for(timeout=5000)
             assert not page.get_by_text("Desk reader: ready").is_visible()
             # typing still works as before
