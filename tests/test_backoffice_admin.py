@@ -8,7 +8,6 @@ import io
 import json
 import re
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
@@ -22,11 +21,11 @@ from server.staff.models import Staff
 from server.stores.models import Store
 from tests.support.backoffice_browser import log_in
 from tests.support.fixtures_devices import serve
+from tests.support.kiosk_screens import save
 from tests.test_backoffice import BO, Office, _flashes, office
 
 ADMIN_PAGES = ("/admin/stores", "/admin/devices", "/admin/staff")
 PROGRAMME = "/admin/programme"
-DOCS_SCREENS = Path(__file__).resolve().parents[1] / "docs" / "screens"
 SMALL_PROGRAMME = """
 currency = "EUR"
 timezone = "Europe/Vilnius"
@@ -547,16 +546,6 @@ def test_cli_uses_the_same_services_and_is_audited(app, creds):
 # --------------------------------------------------------------------------- in Chromium
 
 
-def _save(page, name: str) -> None:
-    """A small PNG in docs/screens (a 64-colour palette keeps the repository light)."""
-    from PIL import Image
-
-    DOCS_SCREENS.mkdir(parents=True, exist_ok=True)
-    image = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
-    image.quantize(colors=64, method=Image.Quantize.MEDIANCUT).save(
-        DOCS_SCREENS / f"{name}.png", optimize=True)
-
-
 @pytest.mark.browser
 @pytest.mark.parametrize("db_backend", ["sqlite"])
 def test_admin_in_chromium_registers_a_device_and_loads_a_programme(app, api, creds, admin,
@@ -604,7 +593,7 @@ def test_admin_in_chromium_registers_a_device_and_loads_a_programme(app, api, cr
                 page.get_by_role("link", name="back to the devices").click()
             assert key not in page.content()
             assert page.locator("tr.stale").count() == 1
-            _save(page, "backoffice-devices")
+            save(page, "backoffice-devices")
 
             with page.expect_navigation():
                 page.get_by_role("link", name="Staff", exact=True).click()
@@ -620,7 +609,7 @@ def test_admin_in_chromium_registers_a_device_and_loads_a_programme(app, api, cr
             assert page.get_by_role("status").first.inner_text() == "ruta has a new kiosk PIN."
             with page.expect_navigation():
                 page.get_by_role("link", name="All staff").click()
-            _save(page, "backoffice-staff")
+            save(page, "backoffice-staff")
 
             with page.expect_navigation():
                 page.get_by_role("link", name="Programme", exact=True).click()
@@ -635,7 +624,7 @@ def test_admin_in_chromium_registers_a_device_and_loads_a_programme(app, api, cr
             assert page.get_by_role("status").first.inner_text().startswith(
                 "Programme version 1 is in force")
             assert page.get_by_role("cell", name="Free tea").is_visible()
-            _save(page, "backoffice-programme")
+            save(page, "backoffice-programme")
         finally:
             context.close()
     assert not errors, f"the page logged errors: {errors}"

@@ -1,7 +1,8 @@
 """The kiosk's customer steps in Chromium, driven with a finger on the on-screen keyboard.
 
 The whole flow runs in each language at 800x480 (the Pi's 7" screen) and leaves a screenshot
-of every step in docs/screens/kiosk-<lang>-<nn>-<step>.png. The layouts are measured at
+of every step, kiosk-<lang>-<nn>-<step>.png, in test-artifacts/screens (in docs/screens with
+LOYALTY_UPDATE_SCREENS=1). The layouts are measured at
 800x480, 1280x800 and 1920x1080 (no overflow, 48 px targets, AA contrast), and the idle
 overlay and reset are watched with a short IDLE_TIMEOUT.
 """

@@ -8,9 +8,13 @@ each way and inside the screen, and every text has AA contrast on what is behind
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 DOCS_SCREENS = Path(__file__).resolve().parents[2] / "docs" / "screens"
+# docs/screens is rewritten only when asked (LOYALTY_UPDATE_SCREENS=1): every run's PNGs
+# differ by a few pixels, and a test run should not leave the working tree changed
+UPDATE_SCREENS = os.environ.get("LOYALTY_UPDATE_SCREENS") == "1"
 SIZES = [(800, 480), (1280, 800), (1920, 1080)]
 PI = SIZES[0]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screens"
@@ -77,13 +81,15 @@ KEYBOARD = """() => {
 
 
 def save(page, name: str) -> None:
-    """A small PNG of the screen in docs/screens (a 64-colour palette keeps the repo light)."""
+    """A small PNG of the screen (a 64-colour palette keeps the repo light): in docs/screens
+    with ``LOYALTY_UPDATE_SCREENS=1``, otherwise in test-artifacts/screens."""
     from PIL import Image
 
-    DOCS_SCREENS.mkdir(parents=True, exist_ok=True)
+    folder = DOCS_SCREENS if UPDATE_SCREENS else ARTIFACTS
+    folder.mkdir(parents=True, exist_ok=True)
     image = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
     image.quantize(colors=64, method=Image.Quantize.MEDIANCUT).save(
-        DOCS_SCREENS / f"{name}.png", optimize=True)
+        folder / f"{name}.png", optimize=True)
 
 
 def check_now(page, name: str) -> dict:
