@@ -5,7 +5,8 @@ which posts them to ``POST /api/v1/taps`` at once or, when the service cannot be
 records them in the durable outbox and replays them later, in order. The outcome is kept as
 the last result, pushed to every open ``GET /events`` stream (server-sent events), and
 returned by ``GET /last``. The point-of-sale software posts purchases to ``POST /purchases``
-(same path through the dispatcher). The page at ``/`` and the customer display at
+and its end-of-day totals of sales without a card to ``PUT /anonymous-sales`` (same path
+through the dispatcher). The page at ``/`` and the customer display at
 ``/display`` update themselves from the stream; ``/metrics`` is for Prometheus. A heartbeat
 tells the service every ``HEARTBEAT_INTERVAL`` s how the readers are. A reader that fails is
 reopened every few seconds and its state is shown; it never stops the agent.
@@ -85,7 +86,9 @@ DEFAULTS: dict[str, Any] = {
 }
 # the endpoints a desk's back-office page reads across origins (desk mode only)
 DESK_CORS_ENDPOINTS = {"agent.events", "agent.last"}
-PATHS = {"tap": "/taps", "purchase": "/purchases"}
+# how each kind of event reaches the service
+ROUTES = {"tap": ("POST", "/taps"), "purchase": ("POST", "/purchases"),
+          "anonymous_sales": ("PUT", "/anonymous-sales")}
 OFFLINE = {"type": "server-unreachable", "title": "Offline — recorded",
            "detail": "The loyalty service cannot be reached; this will be sent when it is back."}
 # the customer display's words, by the customer's language (DISPLAY_LANGUAGE when unknown)
@@ -355,7 +358,12 @@ class Agent:
 
     # -- taps and purchases --------------------------------------------------------------
     def _post(self, kind: str, body: dict) -> dict:
-        return self.client.post(PATHS[kind], body)
+        method, path = ROUTES[kind]
+        if kind == "anonymous_sales":
+            # the event id orders and deduplicates the report in the outbox; the service's
+            # PUT is idempotent by itself (the last report of a day and seller is kept)
+            body = {k: v for k, v in body.items() if k != "event_id"}
+        return self.client.send(method, path, body)
 
     def _submit(self, kind: str, body: dict) -> Delivery:
         if self.dispatcher is None:
@@ -401,6 +409,23 @@ class Agent:
         """
         delivery = self._submit("purchase", body)
         self._publish(("purchase", None, self._purchase_event(delivery)))
+        return delivery
+
+    def anonymous_sales(self, body: dict) -> Delivery:
+        """Send the point of sale's totals of sales without a card for one day (or record
+        them while offline), behind every tap and purchase taken before.
+
+        Raises:
+            OutboxError: offline, and they could not be recorded.
+            AgentNotStarted: the queue is not open yet.
+        """
+        delivery = self._submit("anonymous_sales", body)
+        answer = delivery.answer or {}
+        self._publish(("anonymous-sales", None, {
+            "event_id": delivery.event_id, "outcome": delivery.outcome,
+            "queued": delivery.outcome == "queued", "queue_depth": delivery.depth,
+            "day": body.get("day"), "baskets": answer.get("baskets", body.get("baskets")),
+            "problem": delivery.problem}))
         return delivery
 
     @staticmethod
@@ -643,6 +668,92 @@ def purchases():
     if delivery.outcome == "sent":
         return jsonify({**(delivery.answer or {}), "event_id": delivery.event_id,
                         "queued": False}), 201
+    if delivery.outcome == "queued":
+        return jsonify({"queued": True, "event_id": delivery.event_id,
+                        "queue_depth": delivery.depth}), 202
+    problem = delivery.problem or {}
+    return _problem(int(problem.get("status") or 422), str(problem.get("type")),
+                    str(problem.get("title")), problem.get("detail"),
+                    event_id=delivery.event_id,
+                    **({"errors": problem["errors"]} if problem.get("errors") else {}))
+
+
+ANONYMOUS_SALES_FIELDS = {"event_id", "day", "seller", "baskets", "total", "currency"}
+
+
+def _check_anonymous_sales(data: dict) -> list[dict]:
+    """The shape of a day's totals without a card (the service checks the rest, e.g. that
+    the currency is the programme's)."""
+    import re
+    from datetime import date
+    from decimal import Decimal, InvalidOperation
+
+    errors = [{"field": name, "message": "Field required"}
+              for name in ("day", "baskets", "total", "currency") if data.get(name) in (None, "")]
+    errors += [{"field": name, "message": "Extra inputs are not permitted"}
+               for name in sorted(set(data) - ANONYMOUS_SALES_FIELDS)]
+    if data.get("day") not in (None, ""):
+        try:
+            date.fromisoformat(str(data["day"]))
+        except ValueError:
+            errors.append({"field": "day", "message": "a date, YYYY-MM-DD"})
+    baskets = data.get("baskets")
+    if baskets is not None and (isinstance(baskets, bool) or not isinstance(baskets, int)
+                                or not 0 <= baskets <= 1_000_000):
+        errors.append({"field": "baskets", "message": "a whole number from 0"})
+    if data.get("total") not in (None, ""):
+        try:
+            total = Decimal(str(data["total"]))
+        except InvalidOperation:
+            total = None
+        if total is None or not total.is_finite() or total < 0 or \
+                total != total.quantize(Decimal("0.01")):
+            errors.append({"field": "total", "message": "an amount such as \"1234.50\""})
+    if data.get("currency") not in (None, "") and \
+            not re.fullmatch(r"[A-Z]{3}", str(data["currency"])):
+        errors.append({"field": "currency", "message": "a currency code such as EUR"})
+    if data.get("seller") is not None and (not isinstance(data["seller"], str)
+                                           or len(data["seller"]) > 64):
+        errors.append({"field": "seller", "message": "at most 64 characters"})
+    if "event_id" in data:
+        try:
+            uuid.UUID(str(data["event_id"]))
+        except ValueError:
+            errors.append({"field": "event_id", "message": "a UUID"})
+    return errors
+
+
+@bp.put("/anonymous-sales")
+def anonymous_sales():
+    """The till's totals of sales without a card for one day (and seller): forwarded to the
+    service's ``PUT /api/v1/anonymous-sales``, or queued while it is unreachable."""
+    if _agent().desk:
+        return _problem(409, "desk-mode", "This agent is a desk reader: it sends nothing to "
+                        "the service")
+    if not request.is_json:
+        return _problem(415, "unsupported-media-type", "Send the totals as JSON")
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        return _problem(400, "malformed-json", "The body is not a JSON object")
+    errors = _check_anonymous_sales(data)
+    if errors:
+        return _problem(422, "validation-error", "The totals are not valid",
+                        f"{len(errors)} field(s) are not valid", errors=errors)
+    # a new id per report unless the POS gives one: a corrected report sent later must go
+    # after the first, not be taken for it
+    body = {**data, "event_id": str(data.get("event_id") or uuid.uuid4()),
+            "total": str(data["total"])}
+    try:
+        delivery = _agent().anonymous_sales(body)
+    except AgentNotStarted:
+        return _problem(503, "agent-starting", "The agent is starting; try again")
+    except OutboxError as exc:
+        return _problem(503, "queue-unavailable",
+                        "The service is unreachable and the totals could not be recorded",
+                        str(exc), event_id=body["event_id"])
+    if delivery.outcome == "sent":
+        return jsonify({**(delivery.answer or {}), "event_id": delivery.event_id,
+                        "queued": False}), 200
     if delivery.outcome == "queued":
         return jsonify({"queued": True, "event_id": delivery.event_id,
                         "queue_depth": delivery.depth}), 202

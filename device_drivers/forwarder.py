@@ -50,10 +50,19 @@ class ServiceClient:
             ServerUnavailable: no connection, timeout, or a 5xx answer.
             ServerProblem: any 4xx answer.
         """
+        return self.send("POST", path, body, headers)
+
+    def send(self, method: str, path: str, body: dict, headers: dict | None = None) -> dict:
+        """Send ``body`` as JSON with ``method`` (POST, PUT) and return the JSON answer.
+
+        Raises:
+            ServerUnavailable: no connection, timeout, or a 5xx answer.
+            ServerProblem: any 4xx answer.
+        """
         url = f"{self.base_url}/api/v1{path}"
         try:
-            response = self.session.post(url, json=body, headers=headers,
-                                         timeout=(min(2.0, self.timeout), self.timeout))
+            response = self.session.request(method, url, json=body, headers=headers,
+                                            timeout=(min(2.0, self.timeout), self.timeout))
         except requests.RequestException as exc:
             log.warning("service unreachable: %s", exc.__class__.__name__)
             raise ServerUnavailable(f"the loyalty service at {self.base_url} does not answer") \

@@ -1,4 +1,5 @@
-"""The till agent's durable outbox: taps and purchases that wait out an outage of the service.
+"""The till agent's durable outbox: taps, purchases and the day's sales without a card, which
+wait out an outage of the service.
 
 Two parts:
 
@@ -39,11 +40,11 @@ from device_drivers.forwarder import ServerProblem, ServerUnavailable
 
 log = logging.getLogger(__name__)
 
-KINDS = ("tap", "purchase")
-SCHEMA = """
+KINDS = ("tap", "purchase", "anonymous_sales")
+TABLE = """
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL CHECK (kind IN ('tap', 'purchase')),
+    kind TEXT NOT NULL CHECK (kind IN ('tap', 'purchase', 'anonymous_sales')),
     event_id TEXT NOT NULL UNIQUE,
     body TEXT NOT NULL,
     created_at TEXT NOT NULL,
@@ -53,8 +54,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     problem TEXT,
     failed_at TEXT
 );
-CREATE INDEX IF NOT EXISTS outbox_state_seq ON outbox (state, seq);
 """
+INDEX = "CREATE INDEX IF NOT EXISTS outbox_state_seq ON outbox (state, seq);"
+SCHEMA = TABLE + INDEX
+COLUMNS = ("seq, kind, event_id, body, created_at, attempts, last_error, state, problem, "
+           "failed_at")
 
 
 class OutboxError(Exception):
@@ -143,6 +147,7 @@ class Outbox:
         try:
             self._durable = self._connect("FULL")
             self._durable.executescript(SCHEMA)
+            self._upgrade(self._durable)
             self._quick = self._connect("NORMAL")
             row = self._quick.execute(
                 "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0),"
@@ -159,6 +164,29 @@ class Outbox:
             raise OutboxError(f"cannot open the queue file {self.path}: {exc}") from None
         log.info("queue %s: %d waiting, %d refused", self.path, self.depth(), self.failed_count())
         return self
+
+    @staticmethod
+    def _upgrade(conn: sqlite3.Connection) -> None:
+        """A queue file written by an older agent allows fewer kinds (its CHECK names only
+        taps and purchases): rebuild the table with today's, keeping every row and its
+        place, in one transaction (SQLite cannot change a CHECK in place)."""
+        sql = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table'"
+                           " AND name = 'outbox'").fetchone()[0]
+        if all(f"'{kind}'" in sql for kind in KINDS):
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("ALTER TABLE outbox RENAME TO outbox_before")
+            conn.execute(TABLE)
+            conn.execute(f"INSERT INTO outbox ({COLUMNS}) SELECT {COLUMNS}"  # noqa: S608
+                         " FROM outbox_before")
+            conn.execute("DROP TABLE outbox_before")
+            conn.execute(INDEX)
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            conn.execute("ROLLBACK")
+            raise
+        log.info("queue file upgraded: it now also takes %s", ", ".join(KINDS))
 
     def _connect(self, synchronous: str) -> sqlite3.Connection:
         # autocommit: each statement is its own transaction, committed when it returns
@@ -206,7 +234,7 @@ class Outbox:
         """Store an event durably (fsync) and return its place in the order.
 
         Args:
-            kind: ``tap`` or ``purchase``.
+            kind: ``tap``, ``purchase`` or ``anonymous_sales``.
             body: the JSON body for the service, with its ``event_id``.
             seq: a place from ``reserve()``; a new one at the end by default.
             attempts: attempts already made.

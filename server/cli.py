@@ -96,20 +96,24 @@ def _change() -> Iterator[Session]:
 @click.option("--country", type=click.Choice(["FR", "LT"], case_sensitive=False),
               default=None, help="How phone numbers typed without +33/+370 are read "
                                  "(default: DEFAULT_COUNTRY)")
-def stores_add(code: str, name: str, allow_uid_only: bool, country: str | None) -> None:
+@click.option("--region", default=None,
+              help="The store's region, for segments (e.g. Vilnius); at most 80 characters")
+def stores_add(code: str, name: str, allow_uid_only: bool, country: str | None,
+               region: str | None) -> None:
     country = (country or current_app.config["DEFAULT_COUNTRY"]).upper()
     with _change() as session:
         stores.add(session, code=code, name=name, country=country,
-                   allow_uid_only=allow_uid_only, actor=CLI, view=CLI)
+                   allow_uid_only=allow_uid_only, actor=CLI, view=CLI, region=region)
     click.echo(f"store {code} added")
 
 
-@stores_cli.command("edit", help="Change a store's name, country or UID-only setting.")
+@stores_cli.command("edit", help="Change a store's name, country, region or UID-only setting.")
 @click.argument("code")
 @click.option("--name", default=None)
 @click.option("--country", type=click.Choice(["FR", "LT"], case_sensitive=False), default=None)
+@click.option("--region", default=None, help='The store\'s region; --region "" removes it')
 @click.option("--allow-uid-only/--no-allow-uid-only", default=None)
-def stores_edit(code: str, name: str | None, country: str | None,
+def stores_edit(code: str, name: str | None, country: str | None, region: str | None,
                 allow_uid_only: bool | None) -> None:
     with _change() as session:
         store = stores.by_code(session, code)
@@ -117,19 +121,20 @@ def stores_edit(code: str, name: str | None, country: str | None,
             session, store, name=store.name if name is None else name,
             country=store.country if country is None else country,
             allow_uid_only=store.allow_uid_only if allow_uid_only is None else allow_uid_only,
-            actor=CLI, view=CLI)
+            actor=CLI, view=CLI, region=stores.KEEP if region is None else region)
     click.echo(f"store {code}: " + (", ".join(changed) + " changed" if changed
                                      else "nothing changed"))
 
 
-@stores_cli.command("list", help="Stores, with their active devices and enabled staff.")
+@stores_cli.command("list", help="Stores (code, country, region or -, active devices, enabled "
+                                 "staff, name).")
 def stores_list() -> None:
     with _main() as session:
         rows = stores.list_stores(session)
     for row in rows:
         uid = "\tuid-only" if row.allow_uid_only else ""
-        click.echo(f"{row.code}\t{row.country}\t{row.devices} devices\t{row.staff} staff\t"
-                   f"{row.name}{uid}")
+        click.echo(f"{row.code}\t{row.country}\t{row.region or '-'}\t{row.devices} devices\t"
+                   f"{row.staff} staff\t{row.name}{uid}")
 
 
 def add_device(session: Session, store_code: str, role: str, name: str) -> str:

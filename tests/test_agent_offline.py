@@ -541,3 +541,154 @@ def test_heartbeat_endpoint_roles_and_body(client, creds):
     assert_problem(client.post("/api/v1/devices/heartbeat", headers=creds.h("till"),
                                json={"readers": [{"uri": "x", "status": "on fire"}]}),
                    422, "validation-error")
+
+
+# ------------------------------------------------------------------ (d) sales without a card
+
+
+OLD_SCHEMA = """
+CREATE TABLE outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL CHECK (kind IN ('tap', 'purchase')),
+    event_id TEXT NOT NULL UNIQUE,
+    body TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'failed')),
+    problem TEXT,
+    failed_at TEXT
+);
+CREATE INDEX outbox_state_seq ON outbox (state, seq);
+"""
+
+
+def test_a_queue_file_of_an_older_agent_takes_the_new_kind_and_keeps_its_events(tmp_path):
+    path = tmp_path / "queue.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(OLD_SCHEMA)
+    waiting = tap_body(7)
+    db.execute("INSERT INTO outbox (seq, kind, event_id, body, created_at) "
+               "VALUES (5, 'tap', ?, ?, '2026-11-24T10:00:00+00:00')",
+               (waiting["event_id"], json.dumps(waiting)))
+    db.commit()
+    db.close()
+    with Outbox(path) as outbox:
+        seq = outbox.add("anonymous_sales", {"event_id": str(uuid.uuid4()), "day": "2026-11-24",
+                                             "baskets": 3, "total": "30.00", "currency": "EUR"})
+        assert seq == 6  # after the tap that was waiting
+        assert [(i.seq, i.kind) for i in outbox.pending()] == [(5, "tap"),
+                                                               (6, "anonymous_sales")]
+        assert outbox.pending()[0].body == waiting
+    with Outbox(path) as outbox:  # opened again: nothing to upgrade, nothing lost
+        assert outbox.depth() == 2
+
+
+@pytest.fixture
+def server_later(tmp_path):
+    """A real service (SQLite, demo set-up) that starts listening on its port only when
+    ``start()`` is called: until then a till agent finds nobody there."""
+    from werkzeug.serving import make_server
+
+    from server import create_app
+    from server.migrate import upgrade
+    from tests.support.fixtures_server import app_config
+
+    app = create_app(app_config(tmp_path / "server"))
+    upgrade(app)
+    assert app.test_cli_runner().invoke(args=["demo", "init"]).exit_code == 0
+    creds = json.loads((tmp_path / "server" / "demo-credentials.json").read_text())
+    port = free_port()
+    running = []
+
+    class Later:
+        url = f"http://127.0.0.1:{port}"
+        till_key = creds["till_key"]
+        flask_app = app
+
+        @staticmethod
+        def start() -> None:
+            server = make_server("127.0.0.1", port, app, threaded=True)
+            thread = threading.Thread(target=server.serve_forever, daemon=True)
+            thread.start()
+            running.append((server, thread))
+
+    try:
+        yield Later
+    finally:
+        for server, thread in running:
+            server.shutdown()
+            thread.join(5)
+            server.server_close()
+        app.extensions["loyalty.db"].dispose()
+
+
+def test_sales_without_a_card_reach_the_service_through_an_outage_and_a_restart(
+        tmp_path, server_later):
+    from device_drivers.agent import create_app
+
+    def agent():
+        app = create_app({"SERVER_URL": server_later.url, "DEVICE_KEY": server_later.till_key,
+                          "READERS": "", "INSTANCE_PATH": str(tmp_path / "agent"),
+                          "REQUEST_TIMEOUT": 1.0, "QUEUE_WAIT": 0.2, "QUEUE_BACKOFF_MIN": 0.05,
+                          "QUEUE_BACKOFF_MAX": 0.2, "HEARTBEAT_INTERVAL": 0})
+        app.extensions["agent"].start()
+        return app
+
+    first = agent()
+    client = first.test_client()
+    # what the agent can tell at once
+    bad = client.put("/anonymous-sales", json={"day": "24/11/2026", "baskets": -1,
+                                               "total": "1.234", "currency": "eur", "x": 1})
+    assert bad.status_code == 422 and bad.mimetype == "application/problem+json"
+    assert {e["field"] for e in bad.json["errors"]} == {"day", "baskets", "total", "currency",
+                                                         "x"}
+    assert client.put("/anonymous-sales", data="day=1").status_code == 415
+
+    # the service is down: the day's totals, then a corrected report, then one it will refuse
+    day = {"day": "2026-11-23", "seller": "Asta", "currency": "EUR"}
+    queued = [client.put("/anonymous-sales", json={**day, "baskets": 40, "total": "812.40"}),
+              client.put("/anonymous-sales", json={**day, "baskets": 42, "total": "850.90"}),
+              client.put("/anonymous-sales", json={**day, "seller": "Jonas", "baskets": 1,
+                                                   "total": "5.00", "currency": "USD"})]
+    assert [r.status_code for r in queued] == [202, 202, 202]
+    assert [r.json["queue_depth"] for r in queued] == [1, 2, 3]
+    assert all(r.json["queued"] is True and uuid.UUID(r.json["event_id"]) for r in queued)
+    first.extensions["agent"].stop()  # the agent restarts with its queue on disk
+
+    second = agent()
+    client = second.test_client()
+    assert client.get("/queue").json["depth"] == 3
+    assert [i["kind"] for i in client.get("/queue").json["pending"]] == ["anonymous_sales"] * 3
+    server_later.start()
+    wait_until(lambda: client.get("/queue").json["depth"] == 0, 15, "the queue to drain")
+    queue = client.get("/queue").json
+    assert queue["failed"] == 1 and queue["refused"][0]["problem"]["type"] == "currency-mismatch"
+    assert queue["refused"][0]["event_id"] == queued[2].json["event_id"]
+
+    from sqlalchemy import select as sql_select
+
+    from server.reports.models import AnonymousSales
+
+    def rows():
+        with Session(server_later.flask_app.extensions["loyalty.db"].main) as s:
+            return [(r.day.isoformat(), r.seller, r.baskets, r.total_cents) for r in
+                    s.scalars(sql_select(AnonymousSales).order_by(AnonymousSales.day))]
+
+    # replayed in order: the corrected report is the one kept
+    assert rows() == [("2026-11-23", "Asta", 42, 85090)]
+
+    # online: answered by the service at once; the same report again changes nothing
+    today = {"event_id": str(uuid.uuid4()), "day": "2026-11-24", "baskets": 7,
+             "total": "99.99", "currency": "EUR"}
+    sent = client.put("/anonymous-sales", json=today)
+    assert sent.status_code == 200, sent.json
+    assert sent.json["queued"] is False and sent.json["replaced"] is False
+    assert (sent.json["baskets"], sent.json["total"]) == (7, "99.99")
+    again = client.put("/anonymous-sales", json=today)
+    assert again.status_code == 200 and again.json["replaced"] is True
+    assert rows() == [("2026-11-23", "Asta", 42, 85090), ("2026-11-24", "", 7, 9999)]
+    text = client.get("/metrics").get_data(as_text=True)
+    assert metric(text, 'loyalty_agent_forward_seconds_count{kind="anonymous_sales",'
+                        'outcome="sent"}') == 4.0  # two replayed, today's twice
+    second.extensions["agent"].stop()

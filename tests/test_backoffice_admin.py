@@ -165,11 +165,17 @@ def test_admin_adds_and_edits_stores(app, creds, admin):
     body = adm.page(BO + "/admin/stores")
     assert "TEST" in body and "UIDOK" in body
     r = adm.post(BO + "/admin/stores", {"code": "VILNIUS-01", "name": "Vilnius Akropolis",
-                                        "country": "LT"})
+                                        "country": "LT", "region": "  Vilniaus   apskritis "})
     assert r.status_code == 303
     body = adm.page(r.headers["Location"])
     assert "Store VILNIUS-01 added." in _flashes(body)
     assert "Vilnius Akropolis" in body
+    # the list shows each store's region (the segments filter on it), spaces tidied
+    assert "<td>LT</td><td>Vilniaus apskritis</td>" in body
+    r = adm.post(BO + "/admin/stores", {"code": "LONG", "name": "x", "country": "LT",
+                                        "region": "x" * 81})
+    assert r.status_code == 422 and "A region has at most 80 characters." in r.get_data(
+        as_text=True)
 
     # refusals are shown on the form and nothing is written
     r = adm.post(BO + "/admin/stores", {"code": "VILNIUS-01", "name": "again", "country": "LT"})
@@ -184,6 +190,7 @@ def test_admin_adds_and_edits_stores(app, creds, admin):
     body = adm.page(f"{BO}/admin/stores/{store_id}")
     assert 'value="Vilnius Akropolis"' in body
     r = adm.post(f"{BO}/admin/stores/{store_id}", {"name": "Vilnius Ozas", "country": "LT",
+                                                   "region": "Vilniaus apskritis",
                                                    "allow_uid_only": "y"})
     assert r.status_code == 303
     with _main(app) as s:
@@ -517,11 +524,21 @@ def test_programme_page_shows_the_rules_and_loads_a_new_version(app, creds, mana
 def test_cli_uses_the_same_services_and_is_audited(app, creds):
     runner = app.test_cli_runner()
     assert runner.invoke(args=["stores", "add", "--code", "KAUNAS", "--name", "Kaunas",
-                               "--country", "LT"]).exit_code == 0
+                               "--country", "LT", "--region", "Kauno apskritis"]).exit_code == 0
     result = runner.invoke(args=["stores", "edit", "KAUNAS", "--name", "Kaunas Mega"])
     assert result.exit_code == 0 and "name changed" in result.output
     listed = runner.invoke(args=["stores", "list"]).output
-    assert "KAUNAS\tLT\t0 devices\t0 staff\tKaunas Mega" in listed
+    assert "KAUNAS\tLT\tKauno apskritis\t0 devices\t0 staff\tKaunas Mega" in listed
+    assert "TEST\tFR\t-\t" in listed  # no region
+    too_long = runner.invoke(args=["stores", "edit", "KAUNAS", "--region", "x" * 81])
+    assert too_long.exit_code != 0 and "at most 80 characters" in too_long.output
+    result = runner.invoke(args=["stores", "edit", "KAUNAS", "--region", " Kaunas  "])
+    assert result.exit_code == 0 and "region changed" in result.output
+    with _main(app) as s:
+        assert s.scalar(select(Store.region).where(Store.code == "KAUNAS")) == "Kaunas"
+    assert runner.invoke(args=["stores", "edit", "KAUNAS", "--region", ""]).exit_code == 0
+    with _main(app) as s:
+        assert s.scalar(select(Store.region).where(Store.code == "KAUNAS")) is None
     result = runner.invoke(args=["staff", "add", "--username", "jonas", "--role", "cashier",
                                  "--store", "KAUNAS"],
                            env={"LOYALTY_STAFF_PASSWORD": "jonas password 1"})
@@ -538,9 +555,12 @@ def test_cli_uses_the_same_services_and_is_audited(app, creds):
     assert unknown.exit_code != 0 and "no staff member nobody" in unknown.output
     actions = [(e.actor, e.view, e.action) for e in _audit(app)]
     assert actions == [("cli", "cli", a) for a in (
-        "store.add", "store.edit", "staff.add", "staff.disable", "staff.enable",
-        "staff.password-reset", "staff.change")]
+        "store.add", "store.edit", "store.edit", "store.edit", "staff.add", "staff.disable",
+        "staff.enable", "staff.password-reset", "staff.change")]
     assert "jonas password" not in json.dumps([e.detail for e in _audit(app)])
+    stores_audit = [e.detail for e in _audit(app, "store.")]
+    assert stores_audit[0]["region"] == "Kauno apskritis"
+    assert stores_audit[2:] == [{"store": "KAUNAS", "fields": ["region"]}] * 2
 
 
 # --------------------------------------------------------------------------- in Chromium

@@ -532,3 +532,182 @@ def test_flask_campaigns_send_twice_sends_once(app, api, tmp_path):
     assert len(list((tmp_path / "instance" / "sms-outbox").glob("*.json"))) == 1
     triggers = runner.invoke(args=["campaigns", "triggers"])
     assert triggers.exit_code == 0 and json.loads(triggers.output)["sent"] == 0
+
+
+# --------------------------------------------------------------------------- many senders
+
+SENDER = """
+import json, sys, time
+from pathlib import Path
+
+from server import create_app
+from server.campaigns import service
+
+app = create_app(json.loads(sys.argv[1]))
+Path(sys.argv[2]).touch()  # ready
+while not Path(sys.argv[3]).exists():  # all start together
+    time.sleep(0.01)
+print(json.dumps(service.process(app).as_dict()))
+"""
+
+
+def _subprocess_config(app, **overrides) -> dict:
+    """What a separate process needs to be the same service: the same databases and the
+    same instance folder (its key files)."""
+    return {"INSTANCE_PATH": app.config["INSTANCE_PATH"],
+            "DATABASE_URL": app.config["DATABASE_URL"], "VAULT_URL": app.config["VAULT_URL"],
+            "CARD_BASE_URL": app.config["CARD_BASE_URL"], **overrides}
+
+
+def _run_together(script: str, config: dict, tmp_path, count: int = 2,
+                  args: list[str] = ()) -> list[str]:
+    """``count`` real Python processes running ``script`` (argv: the config as JSON, the
+    file it touches when ready, the file it waits for, then ``args``), released at the same
+    moment; their standard outputs."""
+    import subprocess
+    import sys
+
+    go = tmp_path / "go"
+    procs, ready = [], []
+    for i in range(count):
+        ready.append(tmp_path / f"ready-{i}")
+        procs.append(subprocess.Popen(
+            [sys.executable, "-c", script, json.dumps(config), str(ready[i]), str(go), *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        deadline = time.monotonic() + 60
+        while not all(r.exists() for r in ready):
+            assert time.monotonic() < deadline, "the senders did not start"
+            assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+            time.sleep(0.05)
+        go.touch()
+        outputs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (_out, err) in zip(procs, outputs):
+        assert p.returncode == 0, err
+    return [out for out, _err in outputs]
+
+
+def test_two_sender_processes_share_the_rate_and_send_each_message_once(app, api, gateway,
+                                                                           tmp_path):
+    # 120 a minute between them: one every 0.5 s at the gateway, whichever process sends
+    phones = [f"+3361000000{i}" for i in range(8)]
+    for phone in phones:
+        _enrol(api, language="en", consents={"terms": True, "marketing_sms": True},
+               phone=phone)
+    campaign = _create(app, "sms", SMS_TEMPLATES)
+    config = _subprocess_config(app, SMS_URL=gateway.url, SMS_TOKEN="gw-token",
+                                CAMPAIGN_SMS_PER_MINUTE=120)
+    reports = [json.loads(out) for out in _run_together(SENDER, config, tmp_path)]
+
+    assert sum(r["sent"] for r in reports) == 8
+    assert all(r["sent"] > 0 for r in reports), reports  # both did send
+    assert sorted(r["body"]["to"] for r in gateway.requests) == sorted(phones)  # once each
+    gaps = [b["at"] - a["at"] for a, b in zip(gateway.requests, gateway.requests[1:])]
+    # a per-process throttle would let two messages arrive together (a gap near 0)
+    assert min(gaps) >= 0.4 and sum(gaps) >= 3.3, gaps
+    assert all(m.status == "sent" and m.attempts == 1 for m in _log(app, campaign))
+
+
+def test_the_pace_is_one_slot_per_interval_whoever_asks(app):
+    # two Pace objects stand for two processes: every slot taken is one interval after the
+    # previous one, even when both ask at the same moment
+    now = [1000.0]
+    engine = _dbs(app).main
+    one = service.Pace(engine, "sms", 60, clock=lambda: now[0])
+    two = service.Pace(engine, "sms", 60, clock=lambda: now[0])
+    slots = [one.take(), two.take(), one.take(), two.take()]
+    assert slots == [1000.0, 1001.0, 1002.0, 1003.0]
+    now[0] = 2000.0  # idle for a while: the next slot is now, not in the past
+    assert two.take() == 2000.0
+    assert service.Pace(engine, "email", 60, clock=lambda: now[0]).take() == 2000.0
+
+
+# --------------------------------------------------------------------------- interrupted sends
+
+
+def _stick(app, campaign_id: int, customer_ids: list[str], minutes_ago: float) -> None:
+    """As a sender killed between its claim and the outcome leaves them."""
+    with Session(_dbs(app).main) as main:
+        main.execute(update(CampaignMessage).where(
+            CampaignMessage.campaign_id == campaign_id,
+            CampaignMessage.customer_id.in_(customer_ids))
+            .values(status="sending", attempts=1,
+                    updated_at=utcnow() - timedelta(minutes=minutes_ago)))
+        main.commit()
+
+
+def test_the_cli_lists_and_releases_stuck_messages(app, api, smtp):  # noqa: F811
+    app.config.update(MAIL_URL=smtp.url, CAMPAIGN_EMAIL_PER_MINUTE=6000)
+    yes = {"terms": True, "marketing_email": True}
+    again, given_up, at_work = (_enrol(api, consents=yes, email=f"{n}@example.org")
+                                for n in ("again", "given-up", "at-work"))
+    campaign = _create(app, "email", EMAIL_TEMPLATES)
+    _stick(app, campaign, [again, given_up], minutes_ago=120)
+    _stick(app, campaign, [at_work], minutes_ago=1)  # a sender may still be on it
+    runner = app.test_cli_runner()
+
+    listed = runner.invoke(args=["campaigns", "stuck", "--older-than", "30"])
+    assert listed.exit_code == 0, listed.output
+    assert sorted(line.split("\t")[3] for line in listed.stdout.splitlines()) == \
+        sorted([again, given_up])
+    assert "may have been delivered" in listed.stderr and "nothing released" in listed.stderr
+    assert _log(app, campaign)[0].status == "sending"  # listing changes nothing
+
+    ids = {m.customer_id: m.id for m in _log(app, campaign)}
+    with app.app_context(), Session(_dbs(app).main) as main:  # one failed for good
+        assert service.release(main, "test", "test", [ids[given_up]], "failed",
+                               timedelta(minutes=30)) == [ids[given_up]]
+        main.commit()
+    released = runner.invoke(args=["campaigns", "stuck", "--release", "pending"])
+    assert released.exit_code == 0 and "1 message(s) released to pending" in released.stdout
+    rows = {m.customer_id: m for m in _log(app, campaign)}
+    assert (rows[again].status, rows[given_up].status, rows[at_work].status) == \
+        ("queued", "failed", "sending")
+    assert not rows[given_up].retry and "may have been delivered" in rows[given_up].reason
+
+    assert service.process(app).as_dict() == {"sent": 1, "failed": 0, "skipped": 0}
+    assert [m["To"] for m in smtp.messages] == ["again@example.org"]
+    assert service.process(app).sent == 0
+    with Session(_dbs(app).main) as main:
+        entries = main.scalars(select(AuditEntry).where(AuditEntry.action == "campaign.release")
+                               .order_by(AuditEntry.id)).all()
+    assert [(e.actor, e.detail["to"], e.detail["messages"]) for e in entries] == \
+        [("test", "failed", [ids[given_up]]), ("cli", "pending", [ids[again]])]
+
+
+def test_a_manager_releases_stuck_messages_in_the_back_office(app, api, creds, manager, smtp):  # noqa: F811
+    from tests.test_backoffice import _flashes, office
+
+    app.config.update(MAIL_URL=smtp.url, CAMPAIGN_EMAIL_PER_MINUTE=6000)
+    yes = {"terms": True, "marketing_email": True}
+    one, two = _enrol(api, consents=yes), _enrol(api, consents=yes)
+    campaign = _create(app, "email", EMAIL_TEMPLATES)
+    _stick(app, campaign, [one, two], minutes_ago=45)
+    ids = {m.customer_id: m.id for m in _log(app, campaign)}
+
+    assert office(app, creds, "desk1").get("/backoffice/campaigns/stuck").status_code == 403
+    bo = office(app, creds, manager)
+    assert "Interrupted sends" in bo.page("/backoffice/campaigns")
+    page = bo.page("/backoffice/campaigns/stuck")
+    assert one in page and two in page and "may have been delivered" in page
+    assert one not in bo.page("/backoffice/campaigns/stuck?minutes=60")
+    # without the CSRF token: refused, nothing changes
+    refused = bo.post("/backoffice/campaigns/stuck", {"to": "pending", "message": ids[one],
+                                                      "minutes": "30"}, csrf=False)
+    assert refused.status_code == 400
+    bo.page("/backoffice/campaigns/stuck")
+    done = bo.post("/backoffice/campaigns/stuck", {"to": "pending", "message": [ids[one]],
+                                                   "minutes": "30"})
+    assert done.status_code == 303
+    assert "1 message put back in the queue." in _flashes(bo.page(done.headers["Location"]))
+    rows = {m.customer_id: m.status for m in _log(app, campaign)}
+    assert rows == {one: "queued", two: "sending"}
+    with Session(_dbs(app).main) as main:
+        [entry] = main.scalars(select(AuditEntry).where(AuditEntry.action == "campaign.release"))
+    assert entry.view == "backoffice:campaigns" and entry.actor.startswith("staff:")
+    assert entry.detail == {"messages": [ids[one]], "to": "pending", "older_than_minutes": 30}
+    assert service.process(app).sent == 1

@@ -114,6 +114,8 @@ MATRIX: dict[str, frozenset[str]] = {
     "POST /backoffice/campaigns/<int:campaign_id>/send": MANAGERS,
     "POST /backoffice/campaigns/<int:campaign_id>/active": MANAGERS,
     "GET /backoffice/campaigns/<int:campaign_id>/log": MANAGERS,
+    "GET /backoffice/campaigns/stuck": MANAGERS,
+    "POST /backoffice/campaigns/stuck": MANAGERS,
     # --- back office: tickets
     "GET /backoffice/tickets": DESK,
     "GET /backoffice/customers/<customer_id>/tickets/new": DESK,
@@ -137,6 +139,8 @@ MATRIX: dict[str, frozenset[str]] = {
     "POST /backoffice/customers/<customer_id>/account/close": MANAGERS,
     "POST /backoffice/customers/<customer_id>/account/payments": MANAGERS,
     "GET /backoffice/customers/<customer_id>/statements/<int:statement_id>.pdf": DESK,
+    "GET /backoffice/statements/stuck": MANAGERS,
+    "POST /backoffice/statements/stuck": MANAGERS,
     # --- back office: administration (stores, devices, staff for admins; the programme)
     "GET /backoffice/admin/devices": ADMINS,
     "POST /backoffice/admin/devices": ADMINS,

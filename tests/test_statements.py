@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import email
 import io
+import json
 import re
 import socket
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from email.policy import default as default_policy
 
 import pytest
@@ -287,6 +288,130 @@ def test_a_failed_send_is_retried_by_the_next_run_and_erased_customers_get_nothi
     assert report.sent == [f"{who['jurate']} {MONTH}"]
     assert report.skipped == [f"{who['elodie']} {MONTH}"]
     assert [m["To"] for m in smtp.messages] == ["jurate@example.lt"]
+
+
+def _claimed_ago(app, customer_id: str, minutes: int) -> None:
+    with Session(app.extensions["loyalty.db"].main) as s:
+        s.execute(update(Statement).where(Statement.customer_id == customer_id).values(
+            claimed_at=datetime.now(UTC) - timedelta(minutes=minutes)))
+        s.commit()
+
+
+def test_a_crash_after_the_hand_over_never_sends_again_until_released(app, api, creds, smtp,
+                                                                      monkeypatch):
+    who = _shop(app, api, creds)
+    real_send = statements.send
+    killed = []
+
+    def send_then_die(url, msg):
+        real_send(url, msg)
+        if msg["To"] == "jurate@example.lt" and not killed:
+            killed.append(msg["Message-ID"])
+            raise KeyboardInterrupt("killed after the mail server took it")
+
+    monkeypatch.setattr(statements, "send", send_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        _run(app, smtp.url)
+    monkeypatch.setattr(statements, "send", real_send)
+    rows = _statements(app)
+    assert rows[who["jurate"]].sent_at is None and rows[who["jurate"]].claimed_at is not None
+
+    # the claim holds: later runs send the others, never this one by themselves
+    report = _run(app, smtp.url)
+    assert f"{who['jurate']} {MONTH}" not in report.sent
+    assert len(smtp.to("elodie@example.fr")) == 1  # before the crash or now, once
+    assert len(smtp.to("jurate@example.lt")) == 1
+    assert _run(app, smtp.url).sent == []
+
+    runner = app.test_cli_runner()
+    fresh = runner.invoke(args=["statements", "stuck"])  # claimed a moment ago: a run at work
+    assert fresh.exit_code == 0 and "no statement claimed" in fresh.stdout
+    _claimed_ago(app, who["jurate"], 90)
+    listed = runner.invoke(args=["statements", "stuck", "--older-than", "60"])
+    assert listed.exit_code == 0, listed.output
+    assert f"{who['jurate']}\t{MONTH}\t" in listed.stdout
+    assert "may have been delivered" in listed.stderr
+    released = runner.invoke(args=["statements", "stuck", "--older-than", "60",
+                                   "--release", "pending"])
+    assert "1 statement(s) released to pending" in released.stdout
+
+    # sent again, with the same Message-ID: the customer's mail program shows one
+    assert _run(app, smtp.url).sent == [f"{who['jurate']} {MONTH}"]
+    first, second = smtp.to("jurate@example.lt")
+    assert first["Message-ID"] == second["Message-ID"] == killed[0]
+    assert first["Message-ID"].startswith(f"<statement.{MONTH}.{who['jurate']}.")
+    assert smtp.to("elodie@example.fr")[0]["Message-ID"] != killed[0]
+    with Session(app.extensions["loyalty.db"].main) as s:
+        [entry] = s.scalars(select(AuditEntry).where(AuditEntry.action == "statement.release"))
+    assert (entry.actor, entry.detail["to"]) == ("cli", "pending")
+
+
+def test_a_manager_marks_an_interrupted_statement_failed(app, api, creds, smtp, manager):
+    who = _shop(app, api, creds)
+    _run(app, smtp.url)
+    with Session(app.extensions["loyalty.db"].main) as s:  # as if killed while sending
+        s.execute(update(Statement).where(Statement.customer_id == who["elodie"])
+                  .values(sent_at=None))
+        s.commit()
+    _claimed_ago(app, who["elodie"], 45)
+    statement_id = _statements(app)[who["elodie"]].id
+
+    assert office(app, creds, "desk1").get("/backoffice/statements/stuck").status_code == 403
+    bo = office(app, creds, manager)
+    page = bo.page("/backoffice/statements/stuck")
+    assert who["elodie"] in page and "may have been delivered" in page
+    assert bo.post("/backoffice/statements/stuck", {"to": "failed", "minutes": "30",
+                                                    "statement": str(statement_id)},
+                   csrf=False).status_code == 400
+    bo.page("/backoffice/statements/stuck")
+    done = bo.post("/backoffice/statements/stuck", {"to": "failed", "minutes": "30",
+                                                    "statement": str(statement_id)})
+    assert done.status_code == 303
+    assert "1 statement marked failed." in bo.page(done.headers["Location"])
+    row = _statements(app)[who["elodie"]]
+    assert (row.claimed_at, row.retry, row.sent_at) == (None, False, None)
+    assert _run(app, smtp.url).sent == []  # never again by the job
+    assert "released as failed" in bo.page(f"/backoffice/customers/{who['elodie']}")
+    with Session(app.extensions["loyalty.db"].main) as s:
+        [entry] = s.scalars(select(AuditEntry).where(AuditEntry.action == "statement.release"))
+    assert entry.view == "backoffice:statements" and entry.detail["statements"] == [statement_id]
+
+
+RUNNER = """
+import json, sys, time
+from pathlib import Path
+
+from server import create_app
+from server.accounts import statements
+
+config = json.loads(sys.argv[1])
+app = create_app(config)
+Path(sys.argv[2]).touch()  # ready
+while not Path(sys.argv[3]).exists():  # both start together
+    time.sleep(0.01)
+with app.app_context():
+    report = statements.run(app.extensions["loyalty.db"], app.config, month=sys.argv[4])
+print(json.dumps(report.as_dict()))
+"""
+
+
+def test_two_runs_at_once_never_both_send_a_statement(app, api, creds, smtp, tmp_path):
+    from tests.test_campaigns import _run_together, _subprocess_config
+
+    _shop(app, api, creds)
+    for i in range(4):
+        cid = _enrol(api, first_name=f"Client{i}", language="en", email=f"client{i}@example.org")
+        _open(app, cid)
+        _buy(api, cid, [api.line(f"SKU-{i}", 1, "10.00")], f"2026-10-1{i}")
+    outputs = _run_together(RUNNER, _subprocess_config(app, MAIL_URL=smtp.url), tmp_path,
+                            args=[MONTH])
+    reports = [json.loads(out) for out in outputs]
+    assert sum(len(r["built"]) for r in reports) == 6  # each built once, by one of them
+    assert sum(len(r["sent"]) for r in reports) == 6 and not any(r["failed"] for r in reports)
+    ids = [m["Message-ID"] for m in smtp.messages]
+    assert len(ids) == 6 and len(set(ids)) == 6  # one mail per statement
+    assert all(st.sent_at and st.claimed_at is None for st in _statements(app).values())
+    assert _run(app, smtp.url).sent == []
 
 
 def test_the_default_month_is_last_month_in_the_programme_time_zone():

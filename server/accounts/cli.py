@@ -37,6 +37,41 @@ def statements_run(month: str | None) -> None:
         raise SystemExit(1)
 
 
+@statements_cli.command("stuck", help="List statements claimed by a run more than "
+                                      "--older-than minutes ago and never marked sent (the "
+                                      "run was interrupted); with --release, send them again "
+                                      "or mark them failed. They may have been delivered.")
+@click.option("--older-than", "minutes", type=click.IntRange(1), default=30, show_default=True,
+              help="Minutes since the claim.")
+@click.option("--release", "to", type=click.Choice(["pending", "failed"]), default=None,
+              help="pending: the next 'statements run' sends them (same Message-ID, so a "
+                   "mail client that has one drops the copy); failed: never sent again.")
+def statements_stuck(minutes: int, to: str | None) -> None:
+    from datetime import timedelta
+
+    from server.accounts import statements
+
+    older_than = timedelta(minutes=minutes)
+    with Session(current_app.extensions["loyalty.db"].main) as main:
+        rows = statements.stuck(main, older_than)
+        for st in rows:
+            click.echo(f"{st.id}\t{st.customer_id}\t{st.month}\t"
+                       f"claimed {st.claimed_at.isoformat()}\tattempts {st.send_attempts}")
+        if not rows:
+            click.echo(f"no statement claimed for more than {minutes} minutes")
+            return
+        click.echo("warning: an interrupted statement may have been delivered before the "
+                   "interruption: releasing it to pending may send it a second time",
+                   err=True)
+        if to is None:
+            click.echo("nothing released: add --release pending or --release failed", err=True)
+            return
+        released = statements.release(main, ACTOR, ACTOR, [st.id for st in rows], to,
+                                      older_than)
+        main.commit()
+    click.echo(f"{len(released)} statement(s) released to {to}")
+
+
 @click.group("accounts", cls=AppGroup, help="Customers who buy on account.")
 def accounts_cli() -> None:
     pass

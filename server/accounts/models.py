@@ -10,6 +10,7 @@ from datetime import date, datetime
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     Date,
     ForeignKey,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     Integer,
     String,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -93,3 +95,8 @@ class Statement(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     send_attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(String(64))
+    # set (committed) before the mail leaves: a run that finds it set does not send; a crash
+    # after it leaves it set until someone releases it (``flask statements stuck``)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # False: not sent again by the runs (released as failed after an interrupted send)
+    retry: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())

@@ -14,8 +14,16 @@ programme's time zone):
    again by the next run.
 
 A statement is a contractual message to the account holder, not marketing: no marketing
-consent is asked; erased customers get nothing. The mail is handed over before the
-statement is marked sent, so a crash in between sends it again rather than never.
+consent is asked; erased customers get nothing.
+
+Sending is at most once, like the campaigns': each statement is claimed (``claimed_at``,
+one conditional UPDATE, committed) before the mail leaves, so two runs at once, on any
+nodes, never both send it; the claim is cleared when the outcome is known. A crash between
+the hand-over and the outcome leaves the claim: such a statement is not sent again by itself.
+``flask statements stuck`` (or a manager's page) lists the claims older than N minutes and
+releases them, back to pending (the next run sends it again) or failed (never again),
+knowing that it may have been delivered. Each statement's mail has the same ``Message-ID``
+on every attempt, so a mail client that got it already drops the second copy.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from babel.numbers import format_currency, format_decimal
 from flask import current_app, g, render_template
 from flask_babel import force_locale
 from flask_babel import gettext as _
-from sqlalchemy import exists, func, select
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -222,50 +230,114 @@ def run(dbs, config: dict, month: str | None = None, now: datetime | None = None
                 continue
         report.built.append(customer_id)
     with Session(dbs.main) as main:
-        pending = list(main.scalars(select(Statement.id).where(Statement.sent_at.is_(None))
+        pending = list(main.scalars(select(Statement.id).where(_due())
                                     .order_by(Statement.month, Statement.customer_id)))
     for statement_id in pending:
         send_statement(dbs, config, statement_id, report)
     return report
 
 
+def _due():
+    """Not sent, not claimed by a run, not given up."""
+    return Statement.sent_at.is_(None) & Statement.claimed_at.is_(None) & \
+        Statement.retry.is_(True)
+
+
 def send_statement(dbs, config: dict, statement_id: int, report: StatementsReport) -> None:
-    """Send one statement to its account holder, in their language, and mark it sent."""
+    """Claim one statement, send it to its account holder in their language, and mark it
+    sent; a statement another run claimed is left to it."""
     with Session(dbs.main) as main, Session(dbs.vault) as vault:
-        # held until marked sent: a second run at the same time skips it (PostgreSQL; SQLite
-        # runs one writer anyway, and the job is meant to run from one cron)
-        statement = main.scalar(select(Statement).where(
-            Statement.id == statement_id, Statement.sent_at.is_(None))
-            .with_for_update(skip_locked=True))
-        if statement is None:
+        claimed = main.execute(update(Statement).where(Statement.id == statement_id, _due())
+                               .values(claimed_at=datetime.now(UTC),
+                                       send_attempts=Statement.send_attempts + 1))
+        if claimed.rowcount != 1:
+            main.rollback()
             return  # sent, or being sent, by another run
+        main.commit()  # the claim holds before anything can leave
+        statement = main.get(Statement, statement_id)
         label = f"{statement.customer_id} {statement.month}"
-        customer = main.get(Customer, statement.customer_id)
-        if customer.erased_at is not None:
-            report.skipped.append(label)
-            return
-        with Session(dbs.main) as audit:
-            # its own transaction: the read is logged whatever happens to the mail, and the
-            # audit chain's head is not held while the mail server answers
-            personal = read_as_system(audit, vault, ACTOR, statement.customer_id, VIEW)
-            audit.commit()
-        if not personal.get("email"):
-            report.skipped.append(label)
-            return
-        msg = compose(config, statement, personal)
+
+        def unclaim(error: str | None = None) -> None:
+            statement.claimed_at = None
+            if error is not None:
+                statement.last_error = error[:64]
+            main.commit()
+
+        try:
+            customer = main.get(Customer, statement.customer_id)
+            if customer.erased_at is not None:
+                unclaim()
+                report.skipped.append(label)
+                return
+            with Session(dbs.main) as audit:
+                # its own transaction: the read is logged whatever happens to the mail, and
+                # the audit chain's head is not held while the mail server answers
+                personal = read_as_system(audit, vault, ACTOR, statement.customer_id, VIEW)
+                audit.commit()
+            if not personal.get("email"):
+                unclaim()
+                report.skipped.append(label)
+                return
+            msg = compose(config, statement, personal)
+        except Exception:
+            # nothing has left yet: an error here is not an interrupted send
+            main.rollback()
+            unclaim()
+            raise
         try:
             send(config["MAIL_URL"], msg)
         except MailError as exc:
-            statement.send_attempts += 1
-            statement.last_error = str(exc)[:64]
-            main.commit()
+            unclaim(str(exc))  # not handed over: the next run tries again
             report.failed.append(label)
             return
         statement.sent_at = datetime.now(UTC)
-        statement.send_attempts += 1
+        statement.claimed_at = None
         statement.last_error = None
         main.commit()
         report.sent.append(label)
+
+
+# --------------------------------------------------------------------------- interrupted sends
+
+RELEASE_TO = ("pending", "failed")
+
+
+def stuck(main: Session, older_than: timedelta, now: datetime | None = None,
+          limit: int = 500) -> list[Statement]:
+    """Statements claimed more than ``older_than`` ago and not marked sent: a run that
+    crashed or was killed while sending them. Oldest claim first."""
+    cutoff = (now or datetime.now(UTC)) - older_than
+    return list(main.scalars(select(Statement).where(
+        Statement.sent_at.is_(None), Statement.claimed_at < cutoff)
+        .order_by(Statement.claimed_at, Statement.id).limit(limit)))
+
+
+def release(main: Session, actor: str, view: str, statement_ids: list[int], to: str,
+            older_than: timedelta, now: datetime | None = None) -> list[int]:
+    """Clear the claims of stuck statements: ``pending`` (the next run sends it, with the same
+    Message-ID) or ``failed`` (never sent again by a run; the PDF stays downloadable). Only
+    claims still older than ``older_than`` are touched; audited. Returns the ids released."""
+    if to not in RELEASE_TO:
+        raise ValueError(f"release to one of {RELEASE_TO}")
+    now = now or datetime.now(UTC)
+    ids = sorted({int(i) for i in statement_ids})
+    if not ids:
+        return []
+    error = "interrupted; released" if to == "pending" else "interrupted; released as failed"
+    released = sorted(main.scalars(
+        update(Statement).where(Statement.id.in_(ids), Statement.sent_at.is_(None),
+                                Statement.claimed_at < now - older_than)
+        .values(claimed_at=None, retry=to == "pending", last_error=error)
+        .returning(Statement.id)))
+    if released:
+        from server.privacy import audit
+
+        audit.record(main, actor, "statement.release", None, view=view,
+                     detail={"statements": released, "to": to,
+                             "older_than_minutes": int(older_than.total_seconds() // 60)})
+        log.warning("statements: %d stuck statement(s) released to %s by %s", len(released),
+                    to, actor)
+    return released
 
 
 # --------------------------------------------------------------------------- rendering
@@ -314,6 +386,8 @@ def compose(config: dict, statement: Statement, personal: dict):
         html = render_template("server/accounts/statement_email.html", **context)
         pdf = render_pdf(statement, holder_name(personal))
     msg = build(config["MAIL_FROM"], personal["email"], subject, text, statement.language)
+    del msg["Message-ID"]
+    msg["Message-ID"] = message_id(config, statement)
     msg.add_alternative(html, subtype="html")
     msg.add_attachment(pdf, maintype="application", subtype="pdf",
                        filename=f"statement-{statement.month}-{statement.customer_id}.pdf")
@@ -321,6 +395,13 @@ def compose(config: dict, statement: Statement, personal: dict):
     del msg["Content-Language"]
     msg["Content-Language"] = statement.language
     return msg
+
+
+def message_id(config: dict, statement: Statement) -> str:
+    """The same on every attempt to send this statement: a retry after an interrupted send
+    is a duplicate that mail clients recognise and drop (RFC 5322 §3.6.4)."""
+    domain = config["MAIL_FROM"].rpartition("@")[2].strip("> ") or "localhost"
+    return f"<statement.{statement.month}.{statement.customer_id}.{statement.id}@{domain}>"
 
 
 def pdf_in_language(statement: Statement, holder: str) -> bytes:

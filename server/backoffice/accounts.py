@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import timedelta
 
-from flask import Response, flash
+from flask import Response, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from flask_babel import ngettext
+from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import select
 from wtforms import DecimalField, HiddenField, IntegerField, SelectField, StringField
@@ -159,3 +162,38 @@ def statement_pdf(customer_id: str, statement_id: int):
     name = f"statement-{statement.month}-{customer_id}.pdf"
     return Response(pdf, mimetype="application/pdf",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@bp.get("/statements/stuck")
+@roles_required(*service.MANAGE_ROLES)
+def statements_stuck():
+    """Statements claimed by a run that never said whether they left, to release."""
+    from server.backoffice.campaigns import stuck_minutes
+
+    minutes = stuck_minutes(request.args.get("minutes"))
+    rows = statements.stuck(main_session(), timedelta(minutes=minutes))
+    return render_template(AT + "stuck.html", rows=rows, minutes=minutes)
+
+
+@bp.post("/statements/stuck")
+@roles_required(*service.MANAGE_ROLES)
+def release_statements_stuck():
+    """Send again with the next run, or failed for good; audited (``statement.release``)."""
+    from server.backoffice.campaigns import chosen_ids, stuck_minutes
+
+    minutes = stuck_minutes(request.form.get("minutes"))
+    to = request.form.get("to")
+    if to not in statements.RELEASE_TO:
+        flash(_("Choose whether to send them again or to mark them failed."), "error")
+        return redirect(url_for(".statements_stuck", minutes=minutes), 303)
+    released = statements.release(main_session(), current_user.principal.actor,
+                                  "backoffice:statements",
+                                  chosen_ids(request.form.getlist("statement")), to,
+                                  timedelta(minutes=minutes))
+    if to == "pending":
+        flash(ngettext("%(num)d statement will be sent by the next run.",
+                       "%(num)d statements will be sent by the next run.", len(released)), "ok")
+    else:
+        flash(ngettext("%(num)d statement marked failed.", "%(num)d statements marked failed.",
+                       len(released)), "ok")
+    return redirect(url_for(".statements_stuck", minutes=minutes), 303)

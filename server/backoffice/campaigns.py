@@ -9,6 +9,7 @@ that asks for confirmation); the campaign keeps the segment's id and its definit
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
@@ -33,7 +34,7 @@ CT = T + "campaigns/"
 CAMPAIGN_ROLES = ("manager", "admin")
 nav("backoffice.campaigns", _l("Campaigns"), CAMPAIGN_ROLES,
     also=("backoffice.new_campaign", "backoffice.campaign", "backoffice.campaign_log",
-          "backoffice.confirm_campaign"), order=48)
+          "backoffice.confirm_campaign", "backoffice.campaigns_stuck"), order=48)
 
 CHANNEL_NAMES = {"email": _l("Email"), "sms": _l("Text message")}
 TRIGGER_NAMES = {"": _l("One-off: sent once, when you send it"),
@@ -46,6 +47,7 @@ STATUS_NAMES = {"draft": _l("draft"), "queued": _l("sending or sent"), "active":
 MESSAGE_STATUS_NAMES = {"queued": _l("queued"), "sending": _l("being sent (or interrupted)"),
                         "sent": _l("sent"), "failed": _l("failed"), "skipped": _l("skipped")}
 LOG_LIMIT = 500
+STUCK_MINUTES = 30  # a claim older than this is not a sender at work any more
 
 
 class CampaignForm(FlaskForm):
@@ -223,3 +225,42 @@ def campaign_log(campaign_id: int):
                         .order_by(CampaignMessage.id.desc()).limit(LOG_LIMIT)).all()
     return render_template(CT + "log.html", campaign=c, rows=rows, limit=LOG_LIMIT,
                            counts=service.log_counts(main, c.id), **_names())
+
+
+def stuck_minutes(value: str | None) -> int:
+    """The "older than N minutes" of a stuck-sends page: a whole number from 1, else 30."""
+    return int(value) if (value or "").isdigit() and int(value) >= 1 else STUCK_MINUTES
+
+
+def chosen_ids(values: list[str]) -> list[int]:
+    return [int(v) for v in values if v.isdigit()]
+
+
+@bp.get("/campaigns/stuck")
+@roles_required(*CAMPAIGN_ROLES)
+def campaigns_stuck():
+    """Messages left "being sent" by an interrupted run, to release."""
+    minutes = stuck_minutes(request.args.get("minutes"))
+    rows = service.stuck(main_session(), timedelta(minutes=minutes))
+    return render_template(CT + "stuck.html", rows=rows, minutes=minutes, **_names())
+
+
+@bp.post("/campaigns/stuck")
+@roles_required(*CAMPAIGN_ROLES)
+def release_campaigns_stuck():
+    """Back to the queue, or failed for good; audited (``campaign.release``)."""
+    minutes = stuck_minutes(request.form.get("minutes"))
+    to = request.form.get("to")
+    if to not in service.RELEASE_TO:
+        flash(_("Choose whether to send them again or to mark them failed."), "error")
+        return redirect(url_for(".campaigns_stuck", minutes=minutes), 303)
+    released = service.release(main_session(), current_user.principal.actor,
+                               "backoffice:campaigns", chosen_ids(request.form.getlist("message")),
+                               to, timedelta(minutes=minutes))
+    if to == "pending":
+        flash(ngettext("%(num)d message put back in the queue.",
+                       "%(num)d messages put back in the queue.", len(released)), "ok")
+    else:
+        flash(ngettext("%(num)d message marked failed.", "%(num)d messages marked failed.",
+                       len(released)), "ok")
+    return redirect(url_for(".campaigns_stuck", minutes=minutes), 303)

@@ -12,7 +12,7 @@ import logging
 from datetime import date
 
 from flask import Response, redirect, render_template, request, url_for
-from flask_babel import format_currency, format_decimal
+from flask_babel import format_currency, format_decimal, ngettext, pgettext
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
@@ -54,13 +54,21 @@ class ReportForm(FlaskForm):
     class Meta:
         csrf = False
 
-    start = DateField(_l("From"), validators=[InputRequired(_l("This is required."))])
-    end = DateField(_l("To"), validators=[InputRequired(_l("This is required."))])
+    # "From" and "To" are the report's dates here, and "To" a campaign's recipients
+    # elsewhere: their labels get a message context, set per request (pgettext is what the
+    # extraction knows)
+    start = DateField("From", validators=[InputRequired(_l("This is required."))])
+    end = DateField("To", validators=[InputRequired(_l("This is required."))])
     period = SelectField(_l("By"), default="month",
                          choices=[Choice(k, v) for k, v in PERIOD_NAMES.items()])
     store = SelectField(_l("Store"), default="")
     by_store = BooleanField(_l("Each store apart"))
     segment = SelectField(_l("Segment"), default="")
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.start.label.text = pgettext("start date", "From")
+        self.end.label.text = pgettext("end date", "To")
 
     def validate(self, extra_validators=None) -> bool:
         if not super().validate(extra_validators):
@@ -71,7 +79,8 @@ class ReportForm(FlaskForm):
         elif days > MAX_DAYS:
             self.end.errors.append(_("At most five years at once."))
         elif self.period.data == "day" and days > MAX_DAILY:
-            self.period.errors.append(_("By day, at most %(n)d days at once.", n=MAX_DAILY))
+            self.period.errors.append(ngettext("By day, at most %(num)d day at once.",
+                                                "By day, at most %(num)d days at once.", MAX_DAILY))
         return not (self.end.errors or self.period.errors)
 
 
@@ -189,8 +198,9 @@ def report_best_sellers():
         if overall:
             chart = charts.bar_chart(
                 [f"{r.sku} · {r.name}" for r in overall], [r.net_cents for r in overall],
-                title=_("Top %(n)d by net sales, %(start)s to %(end)s", n=service.TOP,
-                        start=s.start.isoformat(), end=s.end.isoformat()), fmt=_money)
+                title=ngettext("Top %(num)d by net sales, %(start)s to %(end)s",
+                               "Top %(num)d by net sales, %(start)s to %(end)s", service.TOP,
+                               start=s.start.isoformat(), end=s.end.isoformat()), fmt=_money)
     return _page("best_sellers.html", form,
                  {"best-sellers": (_l("Best sellers by period"), table)}, chart=chart)
 

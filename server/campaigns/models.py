@@ -8,6 +8,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     CheckConstraint,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -81,6 +82,17 @@ class CampaignMessage(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class SendPace(Base):
+    """The next free sending slot of a channel (Unix time, seconds), shared by every process
+    and node: a sender takes the slot and moves it on by one interval in one conditional
+    UPDATE, so the rate holds however many senders run (``service.Pace``)."""
+
+    __tablename__ = "send_pace"
+
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    next_at: Mapped[float] = mapped_column(Float)
 
 
 class BirthdayDay(Base):

@@ -3,9 +3,11 @@ with throttling, unsubscribing, and the triggered messages.
 
 Sending is at most once per log row: a row is claimed (``queued`` → ``sending``, committed)
 before the message leaves, and marked ``sent`` or ``failed`` after. A crash in between
-leaves it ``sending``: it is shown in the log, never sent again by itself. A failure worth
-retrying (a gateway's 5xx, a connection refused) is ``failed`` with ``retry`` set: the next
-run tries it again, up to ``CAMPAIGN_MAX_ATTEMPTS``.
+leaves it ``sending``: it is shown in the log, never sent again by itself; a manager (back
+office) or ``flask campaigns stuck --release`` puts such rows back in the queue or marks
+them failed, knowing that the message may have left. A failure worth retrying (a gateway's
+5xx, a connection refused) is ``failed`` with ``retry`` set: the next run tries it again, up
+to ``CAMPAIGN_MAX_ATTEMPTS``. The rate per channel is shared by every sender (``Pace``).
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ from email.utils import formatdate, make_msgid
 
 from itsdangerous import BadSignature, URLSafeSerializer
 from markupsafe import escape
-from sqlalchemy import Select, and_, delete, exists, func, literal, or_, select, update
+from sqlalchemy import Select, and_, case, delete, exists, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from server.api.problems import Problem
 from server.campaigns import sms, templating
-from server.campaigns.models import TRIGGERS, BirthdayDay, Campaign, CampaignMessage
+from server.campaigns.models import TRIGGERS, BirthdayDay, Campaign, CampaignMessage, SendPace
 from server.customers.models import Customer
 from server.db import UTCDateTime, utcnow
 from server.loyalty.ledger import lot_reversal
@@ -143,6 +145,54 @@ def log_counts(main: Session, campaign_id: int) -> dict[str, int]:
     return counts
 
 
+# --------------------------------------------------------------------------- interrupted sends
+
+RELEASE_TO = ("pending", "failed")
+# said wherever stuck messages are released: nobody can know whether the message left
+MAY_HAVE_LEFT = ("a message left in 'sending' may have been delivered before the "
+                 "interruption: releasing it to pending may send it a second time")
+
+
+def stuck(main: Session, older_than: timedelta, now: datetime | None = None,
+          limit: int = 500) -> list[CampaignMessage]:
+    """Messages claimed (``sending``) more than ``older_than`` ago, oldest first: a sender
+    that crashed or was killed between the claim and the outcome."""
+    cutoff = (now or utcnow()) - older_than
+    return list(main.scalars(select(CampaignMessage).where(
+        CampaignMessage.status == "sending", CampaignMessage.updated_at < cutoff)
+        .order_by(CampaignMessage.updated_at, CampaignMessage.id).limit(limit)))
+
+
+def release(main: Session, actor: str, view: str, message_ids: list[int], to: str,
+            older_than: timedelta, now: datetime | None = None) -> list[int]:
+    """Release stuck messages: back to the queue (``pending``: the next run sends them, the
+    attempt already made counts) or ``failed`` for good. Only rows still ``sending`` and
+    claimed before ``older_than`` are touched (a sender that finished meanwhile wins);
+    audited. Returns the ids released."""
+    if to not in RELEASE_TO:
+        raise ValueError(f"release to one of {RELEASE_TO}")
+    now = now or utcnow()
+    ids = sorted({int(i) for i in message_ids})
+    if not ids:
+        return []
+    m = CampaignMessage
+    reason = ("released after an interrupted send (may have been delivered)" if to == "pending"
+              else "interrupted while sending (may have been delivered); released as failed")
+    released = sorted(main.scalars(
+        update(m).where(m.id.in_(ids), m.status == "sending", m.updated_at < now - older_than)
+        .values(status="queued" if to == "pending" else "failed", retry=False, reason=reason,
+                updated_at=now)
+        .returning(m.id)))
+    if not released:
+        return []
+    audit.record(main, actor, "campaign.release", None, view=view,
+                 detail={"messages": released, "to": to,
+                         "older_than_minutes": int(older_than.total_seconds() // 60)})
+    log.warning("campaigns: %d stuck message(s) released to %s by %s", len(released), to,
+                actor)
+    return released
+
+
 # --------------------------------------------------------------------------- unsubscribe
 
 
@@ -207,19 +257,52 @@ def inbound_sms(main: Session, vault: Session, config, sender: str, text: str) -
 # --------------------------------------------------------------------------- sending
 
 
-class Throttle:
-    """At most ``per_minute`` messages a minute on one channel, evenly spaced (per process)."""
+class Pace:
+    """At most ``per_minute`` messages a minute on one channel, evenly spaced, across every
+    process and node that shares the database.
 
-    def __init__(self, per_minute: int, clock=time.monotonic, sleep=time.sleep) -> None:
+    The ``send_pace`` row of the channel holds the next free slot (Unix time). Taking one is
+    one conditional UPDATE: the slot is ``max(next_at, now)`` and ``next_at`` moves on by one
+    interval, under the row's lock, so two senders never get the same slot and any minute
+    holds at most ``per_minute`` of them. The sender then sleeps until its slot. Slots are
+    wall-clock times: the nodes' clocks are kept by NTP, as the tokens' and tickets' times
+    already assume. A sender that dies holding a slot only leaves it unused.
+    """
+
+    def __init__(self, engine, channel: str, per_minute: int, clock=time.time,
+                 sleep=time.sleep) -> None:
+        self.engine, self.channel = engine, channel
         self.interval = 60.0 / per_minute if per_minute > 0 else 0.0
-        self.clock, self.sleep, self.last = clock, sleep, None
+        self.clock, self.sleep = clock, sleep
+
+    def take(self) -> float:
+        """Reserve the next slot of the channel; returns its time."""
+        t = SendPace.__table__
+        now = self.clock()
+        with self.engine.begin() as conn:
+            conn.execute(_insert_or_ignore(conn, t, {"channel": self.channel, "next_at": 0.0}))
+            after = conn.scalar(
+                update(t).where(t.c.channel == self.channel)
+                .values(next_at=case((t.c.next_at > now, t.c.next_at), else_=now)
+                        + self.interval)
+                .returning(t.c.next_at))
+        return after - self.interval
 
     def wait(self) -> None:
-        if self.last is not None and self.interval:
-            pause = self.last + self.interval - self.clock()
-            if pause > 0:
-                self.sleep(pause)
-        self.last = self.clock()
+        """Wait for this process's next slot on the channel."""
+        if not self.interval:
+            return
+        pause = self.take() - self.clock()
+        if pause > 0:
+            self.sleep(pause)
+
+
+def _insert_or_ignore(conn, table, row: dict):
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table).values(row).on_conflict_do_nothing()
 
 
 @dataclass
@@ -278,7 +361,7 @@ def _email(app, config, to: str, parts: dict, language: str, unsubscribe: str
 
 
 def _send_one(app, dbs, config, message_id: int, max_attempts: int, report: SendReport,
-              transport) -> None:
+              transport, paces: dict[str, Pace]) -> None:
     now = utcnow()
     with Session(dbs.main) as main, Session(dbs.vault) as vault:
         claimed = main.execute(update(CampaignMessage).where(
@@ -312,6 +395,7 @@ def _send_one(app, dbs, config, message_id: int, max_attempts: int, report: Send
         # the claim and the audit entry are committed before anything leaves: the audit
         # chain's lock is not held while a server answers
         main.commit()
+        paces[msg.channel].wait()  # the channel's next slot, shared with every other sender
 
         provider_id, error, temporary = None, None, False
         try:
@@ -339,14 +423,16 @@ def _send_one(app, dbs, config, message_id: int, max_attempts: int, report: Send
 
 
 def process(app, campaign_ids: list[int] | None = None, *, sleep=time.sleep,
-            clock=time.monotonic) -> SendReport:
+            clock=time.time) -> SendReport:
     """Send every message due (queued, or failed and worth retrying), oldest first, at each
-    channel's rate. Safe to run again, and alongside another run."""
+    channel's rate. Safe to run again, and alongside other runs on any node: the rate is
+    the database's (``Pace``), not this process's."""
     config = app.config
     dbs = app.extensions["loyalty.db"]
     max_attempts = setting(config, "CAMPAIGN_MAX_ATTEMPTS")
-    throttles = {"email": Throttle(setting(config, "CAMPAIGN_EMAIL_PER_MINUTE"), clock, sleep),
-                 "sms": Throttle(setting(config, "CAMPAIGN_SMS_PER_MINUTE"), clock, sleep)}
+    paces = {channel: Pace(dbs.main, channel,
+                           setting(config, f"CAMPAIGN_{channel.upper()}_PER_MINUTE"),
+                           clock, sleep) for channel in PURPOSE}
     transport = sms.adapter(setting(config, "SMS_URL"), setting(config, "SMS_TOKEN"))
     query = (select(CampaignMessage.id, CampaignMessage.channel)
              .join(Campaign, Campaign.id == CampaignMessage.campaign_id)
@@ -358,9 +444,8 @@ def process(app, campaign_ids: list[int] | None = None, *, sleep=time.sleep,
         due = main.execute(query).all()
     report = SendReport()
     with app.app_context():  # the vault's and the audit log's keys are the app's
-        for message_id, channel in due:
-            throttles[channel].wait()
-            _send_one(app, dbs, config, message_id, max_attempts, report, transport)
+        for message_id, _channel in due:
+            _send_one(app, dbs, config, message_id, max_attempts, report, transport, paces)
     log.info("campaigns: %s", report.as_dict())
     return report
 

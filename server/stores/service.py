@@ -82,6 +82,7 @@ class StoreRow:
     code: str
     name: str
     country: str
+    region: str | None
     allow_uid_only: bool
     devices: int
     staff: int
@@ -98,7 +99,7 @@ def list_stores(main: Session) -> list[StoreRow]:
     staff = (select(func.count(Staff.id)).where(Staff.store_id == Store.id,
                                                Staff.disabled_at.is_(None))
              .correlate(Store).scalar_subquery())
-    rows = main.execute(select(Store.id, Store.code, Store.name, Store.country,
+    rows = main.execute(select(Store.id, Store.code, Store.name, Store.country, Store.region,
                                Store.allow_uid_only, devices, staff).order_by(Store.code))
     return [StoreRow(*row) for row in rows]
 
@@ -132,21 +133,24 @@ def add(main: Session, *, code: str, name: str, country: str, allow_uid_only: bo
     """Add a store.
 
     Raises:
-        Refused: ``code-invalid``, ``store-exists``, ``name-invalid``, ``country-invalid``.
+        Refused: ``code-invalid``, ``store-exists``, ``name-invalid``, ``country-invalid``,
+            ``region-invalid``.
     """
     code = (code or "").strip()
     if not CODE_PATTERN.match(code):
         raise Refused("code-invalid", "a store code has 1 to 32 letters, digits, - or _")
     name = clean_name(name)
     country = _country(country)
+    region = clean_region(region)
     if main.scalar(select(Store.id).where(Store.code == code)):
         raise Refused("store-exists", f"store {code} exists already", code=code)
     store = Store(code=code, name=name, country=country, allow_uid_only=bool(allow_uid_only),
-                  region=clean_region(region))
+                  region=region)
     main.add(store)
     main.flush()
     record_change(main, actor, "store.add", view,
-                  {"store": code, "country": country, "allow_uid_only": bool(allow_uid_only)})
+                  {"store": code, "country": country, "allow_uid_only": bool(allow_uid_only),
+                   "region": region})
     log.info("store %s added by %s", code, actor)
     return store
 
