@@ -47,8 +47,9 @@ class ServiceClient:
         """POST ``body`` as JSON and return the JSON answer.
 
         Raises:
-            ServerUnavailable: no connection, timeout, or a 5xx answer.
-            ServerProblem: any 4xx answer.
+            ServerUnavailable: no connection, timeout, a 5xx answer, or 429 ``rate-limited``
+                (the device's own request rate, not the event: send it again later).
+            ServerProblem: any other 4xx answer.
         """
         url = f"{self.base_url}/api/v1{path}"
         try:
@@ -64,6 +65,11 @@ class ServiceClient:
             data = response.json()
         except ValueError:
             data = {}
+        if response.status_code == 429 and str(data.get("type", "")).endswith("/rate-limited"):
+            # the device itself is over its request rate: not a verdict on the event, which
+            # goes again later (a replayed offline queue is paced this way)
+            raise ServerUnavailable("the loyalty service asks this device to slow down "
+                                    f"(retry after {response.headers.get('Retry-After')} s)")
         if response.status_code >= 400:
             raise ServerProblem(status=response.status_code,
                                 type=data.get("type", f"/http/{response.status_code}"),

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from server import db, i18n
+from server import db, i18n, ratelimit
 from server.api.problems import Problem, from_problem, problem_response
 from server.config import load_config
 
@@ -36,6 +36,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False
     db.Databases.init_app(app)
     i18n.init_app(app)
+    ratelimit.init_app(app)
 
     from server.api.views import api
     from server.backoffice import create_blueprint as backoffice_blueprint
