@@ -493,6 +493,19 @@ def _problem(status: int, slug: str, title: str, detail: str | None = None,
     return response
 
 
+# the till page and the customer display: scripts and styles from static files only
+CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+       "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
+
+
+def _security_headers(response: Response) -> Response:
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    return response
+
+
 @bp.after_request
 def _desk_cors(response: Response) -> Response:
     """Desk mode: the back office's origin, and only it, may read ``/events`` and ``/last``."""
@@ -710,4 +723,5 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         log.warning("DESK_ALLOWED_ORIGIN is ignored: the agent is not in desk mode")
     app.extensions["agent"] = Agent(settings)
     app.register_blueprint(bp)
+    app.after_request(_security_headers)  # every answer, a 404 too
     return app
