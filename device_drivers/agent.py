@@ -63,6 +63,7 @@ DEFAULTS: dict[str, Any] = {
     "DEVICE_KEY": "",
     "READERS": "sim:",  # URIs separated by commas
     "REQUEST_TIMEOUT": 5.0,
+    "SERVER_CA": "",  # a CA file the service's HTTPS certificate must chain to (pinned)
     "REOPEN_DELAY": 3.0,
     "INSTANCE_PATH": "instance",
     # the offline queue; "" means <INSTANCE_PATH>/agent-queue.sqlite3
@@ -212,7 +213,8 @@ class Agent:
 
     def __post_init__(self) -> None:
         self.client = ServiceClient(self.settings["SERVER_URL"], self.settings["DEVICE_KEY"],
-                                    float(self.settings["REQUEST_TIMEOUT"]))
+                                    float(self.settings["REQUEST_TIMEOUT"]),
+                                    str(self.settings["SERVER_CA"]))
         uris = [u.strip() for u in str(self.settings["READERS"]).split(",") if u.strip()]
         for uri in uris:
             try:
@@ -324,7 +326,8 @@ class Agent:
     def _run_heartbeat(self) -> None:
         # a connection of its own: a heartbeat never waits behind a tap, nor a tap behind it
         client = ServiceClient(self.settings["SERVER_URL"], self.settings["DEVICE_KEY"],
-                               float(self.settings["REQUEST_TIMEOUT"]))
+                               float(self.settings["REQUEST_TIMEOUT"]),
+                               str(self.settings["SERVER_CA"]))
         refused: str | None = None
         try:
             while not self._stop.is_set():

@@ -36,10 +36,16 @@ class ServerProblem(Exception):  # noqa: N818
 class ServiceClient:
     """Calls ``/api/v1`` with the device key; never logs the key or the bodies."""
 
-    def __init__(self, base_url: str, device_key: str, timeout: float = 5.0) -> None:
+    def __init__(self, base_url: str, device_key: str, timeout: float = 5.0,
+                 ca_file: str = "") -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.session = requests.Session()
+        if ca_file:
+            # the shop's own CA (LOYALTY_SERVER_CA): the service's certificate must chain to
+            # it, and to nothing else the system trusts (docs/DEPLOY.md)
+            self.session.verify = ca_file
+            self.session.trust_env = False  # no REQUESTS_CA_BUNDLE or proxy overriding it
         self.session.headers["Authorization"] = f"Bearer {device_key}"
         self.session.headers["User-Agent"] = "loyalty-device/1"
 
