@@ -64,6 +64,7 @@ DEFAULTS: dict[str, Any] = {
     "DEVICE_KEY": "",
     "READERS": "sim:",  # URIs separated by commas
     "REQUEST_TIMEOUT": 5.0,
+    "SERVER_CA": "",  # a CA file the service's HTTPS certificate must chain to (pinned)
     "REOPEN_DELAY": 3.0,
     "INSTANCE_PATH": "instance",
     # the offline queue; "" means <INSTANCE_PATH>/agent-queue.sqlite3
@@ -215,7 +216,8 @@ class Agent:
 
     def __post_init__(self) -> None:
         self.client = ServiceClient(self.settings["SERVER_URL"], self.settings["DEVICE_KEY"],
-                                    float(self.settings["REQUEST_TIMEOUT"]))
+                                    float(self.settings["REQUEST_TIMEOUT"]),
+                                    str(self.settings["SERVER_CA"]))
         uris = [u.strip() for u in str(self.settings["READERS"]).split(",") if u.strip()]
         for uri in uris:
             try:
@@ -327,7 +329,8 @@ class Agent:
     def _run_heartbeat(self) -> None:
         # a connection of its own: a heartbeat never waits behind a tap, nor a tap behind it
         client = ServiceClient(self.settings["SERVER_URL"], self.settings["DEVICE_KEY"],
-                               float(self.settings["REQUEST_TIMEOUT"]))
+                               float(self.settings["REQUEST_TIMEOUT"]),
+                               str(self.settings["SERVER_CA"]))
         refused: str | None = None
         try:
             while not self._stop.is_set():
@@ -515,6 +518,19 @@ def _problem(status: int, slug: str, title: str, detail: str | None = None,
     response = jsonify(body)
     response.status_code = status
     response.mimetype = "application/problem+json"
+    return response
+
+
+# the till page and the customer display: scripts and styles from static files only
+CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+       "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
+
+
+def _security_headers(response: Response) -> Response:
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
     return response
 
 
@@ -821,4 +837,5 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         log.warning("DESK_ALLOWED_ORIGIN is ignored: the agent is not in desk mode")
     app.extensions["agent"] = Agent(settings)
     app.register_blueprint(bp)
+    app.after_request(_security_headers)  # every answer, a 404 too
     return app

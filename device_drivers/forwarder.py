@@ -36,10 +36,16 @@ class ServerProblem(Exception):  # noqa: N818
 class ServiceClient:
     """Calls ``/api/v1`` with the device key; never logs the key or the bodies."""
 
-    def __init__(self, base_url: str, device_key: str, timeout: float = 5.0) -> None:
+    def __init__(self, base_url: str, device_key: str, timeout: float = 5.0,
+                 ca_file: str = "") -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.session = requests.Session()
+        if ca_file:
+            # the shop's own CA (LOYALTY_SERVER_CA): the service's certificate must chain to
+            # it, and to nothing else the system trusts (docs/DEPLOY.md)
+            self.session.verify = ca_file
+            self.session.trust_env = False  # no REQUESTS_CA_BUNDLE or proxy overriding it
         self.session.headers["Authorization"] = f"Bearer {device_key}"
         self.session.headers["User-Agent"] = "loyalty-device/1"
 
@@ -47,8 +53,9 @@ class ServiceClient:
         """POST ``body`` as JSON and return the JSON answer.
 
         Raises:
-            ServerUnavailable: no connection, timeout, or a 5xx answer.
-            ServerProblem: any 4xx answer.
+            ServerUnavailable: no connection, timeout, a 5xx answer, or 429 ``rate-limited``
+                (the device's own request rate, not the event: send it again later).
+            ServerProblem: any other 4xx answer.
         """
         return self.send("POST", path, body, headers)
 
@@ -73,6 +80,11 @@ class ServiceClient:
             data = response.json()
         except ValueError:
             data = {}
+        if response.status_code == 429 and str(data.get("type", "")).endswith("/rate-limited"):
+            # the device itself is over its request rate: not a verdict on the event, which
+            # goes again later (a replayed offline queue is paced this way)
+            raise ServerUnavailable("the loyalty service asks this device to slow down "
+                                    f"(retry after {response.headers.get('Retry-After')} s)")
         if response.status_code >= 400:
             raise ServerProblem(status=response.status_code,
                                 type=data.get("type", f"/http/{response.status_code}"),

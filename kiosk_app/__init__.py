@@ -46,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "IDLE_TIMEOUT": 60,           # seconds without a touch before the kiosk starts over
     "PRINT_TIMEOUT": 15.0,
     "REQUEST_TIMEOUT": 5.0,
+    "SERVER_CA": "",  # a CA file the service's HTTPS certificate must chain to (pinned)
     # show the card's QR on screen too (the demo, where the printer is a file)
     "SHOW_CARD_ON_SCREEN": False,
     "INSTANCE_PATH": "instance",
@@ -103,7 +104,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     csrf.init_app(app)
     babel.init_app(app, locale_selector=_locale)
     app.extensions["kiosk.client"] = ServiceClient(
-        settings["SERVER_URL"], settings["DEVICE_KEY"], float(settings["REQUEST_TIMEOUT"]))
+        settings["SERVER_URL"], settings["DEVICE_KEY"], float(settings["REQUEST_TIMEOUT"]),
+        str(settings["SERVER_CA"]))
     app.extensions["kiosk.printer"] = PrinterWorker(settings["PRINTER"])
 
     from kiosk_app import issuing, staff
@@ -124,11 +126,14 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     @app.after_request
     def _headers(response):
+        # scripts and styles from static files only (no inline script, no on...= handler)
         response.headers.setdefault(
             "Content-Security-Policy",
             "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-            "frame-ancestors 'none'; form-action 'self'")
+            "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
         response.headers.setdefault("Cache-Control", "no-store")
         return response
 

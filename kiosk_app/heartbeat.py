@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 class Heartbeat:
     """A daemon thread posting ``/devices/heartbeat`` every ``interval`` seconds (0: never)."""
 
-    def __init__(self, client_args: tuple[str, str, float], interval: float,
+    def __init__(self, client_args: tuple[str, str, float, str], interval: float,
                  devices: DeviceWorker, printer: PrinterWorker) -> None:
         self.client_args = client_args
         self.interval = float(interval)

@@ -59,7 +59,8 @@ def init_app(app: Flask) -> None:
     devices = DeviceWorker(app.config["WRITER"], app.config["STAFF_READER"])
     app.extensions["kiosk.devices"] = devices
     app.extensions["kiosk.heartbeat"] = Heartbeat(
-        (app.config["SERVER_URL"], app.config["DEVICE_KEY"], float(app.config["REQUEST_TIMEOUT"])),
+        (app.config["SERVER_URL"], app.config["DEVICE_KEY"], float(app.config["REQUEST_TIMEOUT"]),
+         str(app.config["SERVER_CA"])),
         float(app.config["HEARTBEAT_INTERVAL"] or 0), devices, app.extensions["kiosk.printer"])
 
     @app.before_request

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from server import db, i18n
+from server import db, i18n, ratelimit
 from server.api.problems import Problem, from_problem, problem_response
 from server.config import load_config
 
@@ -36,6 +36,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False
     db.Databases.init_app(app)
     i18n.init_app(app)
+    ratelimit.init_app(app)
 
     from server.api.views import api
     from server.backoffice import create_blueprint as backoffice_blueprint
@@ -62,6 +63,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         db.finish_request(success=response.status_code < 400)
         return response
 
+    _security_headers(app)
+
     @app.get("/healthz")
     def healthz():
         dbs = db.databases()
@@ -74,6 +77,42 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         return jsonify({"status": "ok"})
 
     return app
+
+
+# every response's policy unless its blueprint set a narrower one (the back office adds the
+# desk reader's connect-src, the export page its style block's hash): no inline script, no
+# plugin, no framing, forms only to this site
+CSP = ("default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+       "frame-ancestors 'none'; form-action 'self'")
+
+
+def _security_headers(app: Flask) -> None:
+    """Security headers on every response; HSTS and the proxy's headers as configured.
+
+    ``PROXY_FIX`` is the number of reverse proxies in front (docs/DEPLOY.md): exactly that
+    many ``X-Forwarded-*`` values are believed, so ``request.is_secure`` and the client's
+    address (the sign-in lockout, the login rate limit) are right behind TLS termination.
+    ``HSTS_MAX_AGE`` > 0 sends Strict-Transport-Security on requests that came over HTTPS.
+    """
+    proxies = int(app.config.get("PROXY_FIX") or 0)
+    if proxies:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies,  # type: ignore
+                                x_host=proxies)
+    hsts = int(app.config.get("HSTS_MAX_AGE") or 0)
+
+    @app.after_request
+    def _headers(response):
+        headers = response.headers
+        headers.setdefault("Content-Security-Policy", CSP)
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        headers.setdefault("X-Frame-Options", "DENY")  # browsers without frame-ancestors
+        headers.setdefault("Referrer-Policy", "same-origin")  # card URLs carry tokens
+        if hsts and request.is_secure:
+            headers.setdefault("Strict-Transport-Security",
+                               f"max-age={hsts}; includeSubDomains")
+        return response
 
 
 def _register_errors(app: Flask) -> None:

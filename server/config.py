@@ -75,6 +75,21 @@ DEFAULTS: dict[str, Any] = {
     "CARD_TAP_LIMIT": 6,
     "CARD_TAP_WINDOW": 60,
     "CLONE_STORE_MINUTES": 30,
+    # request rate limits (server/ratelimit.py), in the ``limits`` notation ("600/minute",
+    # "10/minute;120/hour"; "" turns one off), counted where RATELIMIT_URL says: redis://...
+    # for a chain (every node counts together), an SQLAlchemy URL for one machine (the
+    # default: <instance>/ratelimit.db, shared by its gunicorn workers), memory:// for a
+    # single process only
+    "RATELIMIT_URL": None,
+    "RATELIMIT_TAPS": "600/minute",  # per till (a replayed offline queue waits and goes on)
+    "RATELIMIT_ENROLMENTS": "30/minute",  # per kiosk: a person takes a minute or more
+    "RATELIMIT_LOGINS": "30/minute",  # back-office sign-in attempts per client address
+    # response headers: HSTS (seconds; 0 = none) is sent only on requests that came in over
+    # HTTPS (behind a proxy: with PROXY_FIX set, see docs/DEPLOY.md)
+    "HSTS_MAX_AGE": 0,
+    # how many reverse proxies in front set X-Forwarded-For/-Proto/-Host (0 = none: the
+    # headers are ignored); exactly the number there are, never more
+    "PROXY_FIX": 0,
     "SQL_ECHO": False,
     "LOG_LEVEL": "INFO",
 }
@@ -83,7 +98,8 @@ _INTS = {"KIOSK_ISSUE_WINDOW", "KIOSK_STAFF_SESSION", "STAFF_LOCKOUT_WINDOW",
          "STAFF_LOCKOUT_ATTEMPTS", "STAFF_LOCKOUT_DEVICE", "LOGIN_LOCKOUT_ADDRESS",
          "MAX_CONTENT_LENGTH", "CARD_TAP_LIMIT",
          "CARD_TAP_WINDOW", "CLONE_STORE_MINUTES", "RETENTION_INACTIVE_DAYS",
-         "RETENTION_NOTICE_DAYS", "PERMANENT_SESSION_LIFETIME", "BACKOFFICE_SESSION_MAX"}
+         "RETENTION_NOTICE_DAYS", "PERMANENT_SESSION_LIFETIME", "BACKOFFICE_SESSION_MAX",
+         "HSTS_MAX_AGE", "PROXY_FIX"}
 _FLOATS = {"KEY_FILE_CHECK_INTERVAL"}
 _BOOLS = {"SQL_ECHO", "SESSION_COOKIE_SECURE"}
 
@@ -125,6 +141,7 @@ def load_config(overrides: dict[str, Any] | None = None,
         "AUDIT_KEY_FILE": str(instance / "audit.key"),
         "SECRET_KEY_FILE": str(instance / "server-secret.key"),
         "MAIL_URL": f"file:{instance / 'outbox'}",
+        "RATELIMIT_URL": f"sqlite:///{instance / 'ratelimit.db'}",
     }
     for key, value in defaults.items():
         if not config.get(key):

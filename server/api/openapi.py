@@ -173,7 +173,8 @@ def _kiosk_paths() -> dict:
             "Role: kiosk. Answers a token for `X-Staff-Authorization: Session <token>`, valid "
             "on this kiosk only for `ttl` seconds. Five failures for one name or card within "
             "15 minutes (twenty from one kiosk) lock it: 429 with `retry_after`.",
-            "KioskSessionIn", "KioskSessionOut", "staff-locked-out", status="201")},
+            "KioskSessionIn", "KioskSessionOut", "staff-locked-out", "rate-limited",
+            status="201")},
     }
 
 
@@ -355,7 +356,7 @@ def build() -> dict:
         "paths": {
             "/enrolments": {"post": _operation(
                 "Enrol a customer", "kiosk", "EnrolmentIn", "201", "EnrolmentOut",
-                "consent-required", "event-id-conflict")},
+                "consent-required", "event-id-conflict", "rate-limited")},
             "/customers/{customer_id}/cards": {
                 "parameters": [{"name": "customer_id", "in": "path", "required": True,
                                 "schema": {"type": "string"}}],
@@ -368,7 +369,7 @@ def build() -> dict:
                 "A card tapped at a till", "till", "TapIn", "200", "CustomerRecord",
                 *TOKEN, *SUN, "card-not-found", "card-pending", "card-revoked",
                 "card-superseded", "uid-only-disabled", "card-rate-limited",
-                "event-id-conflict")},
+                "event-id-conflict", "rate-limited")},
             "/purchases": {"post": _operation(
                 "A purchase: the points each line earns", "till", "PurchaseIn", "201",
                 "PurchaseOut", *CARD, "currency-mismatch", "store-mismatch", "total-mismatch",

@@ -47,6 +47,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "card-rate-limited": (429, "This card is tapped faster than a person could: "
                                "wait, or see the desk"),
     "staff-locked-out": (429, "Too many failed sign-ins: wait, or ask a manager"),
+    "rate-limited": (429, "Too many requests from this device or address: wait and retry"),
     "payload-too-large": (413, "The request body is too large"),
     "unsupported-media-type": (415, "Send the body as application/json"),
     "validation-error": (422, "The request does not match the schema"),

@@ -22,6 +22,7 @@ from flask_babel import gettext as _
 from flask_babel import ngettext
 from flask_login import current_user, login_user, logout_user
 
+from server import ratelimit
 from server.api.problems import Problem
 from server.backoffice.blueprint import (
     T,
@@ -55,10 +56,12 @@ def login():
     if request.method == "GET":
         return render_template(T + "login.html", form=form, next_url=next_url)
     try:
+        # attempts per client address, failed or not (failures also lock: server.staff.lockout)
+        ratelimit.hit("logins", "addr", request.remote_addr or "unknown")
         member = verify_staff(main_session(), (form.username.data or "").strip(),
                               form.password.data or "")
     except Problem as exc:
-        if exc.slug == "staff-locked-out":
+        if exc.slug in ("staff-locked-out", "rate-limited"):
             return _locked_out(form, next_url, int(exc.extra.get("retry_after", 60)))
         log.info("back-office login refused")
         return render_template(T + "login.html", form=form, next_url=next_url, error=_(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, g, jsonify
 
+from server import ratelimit
 from server.api.body import parse_body
 from server.db import main_session, vault_session
 from server.devices.auth import require
@@ -17,5 +18,6 @@ bp = Blueprint("taps", __name__)
 @require("till")
 def create_tap():
     """A card tapped at a till: the customer record. Idempotent on event_id."""
+    ratelimit.hit("taps", "device", g.principal.id)
     req = parse_body(TapIn)
     return jsonify(service.tap(main_session(), vault_session(), g.principal, req))

@@ -262,6 +262,9 @@ def app_config(instance: Path, **overrides) -> dict[str, Any]:
         "CARD_KEYS_FILE": None,
         "CARD_BASE_URL": "https://shop.example",
         "KIOSK_ISSUE_WINDOW": 3600,
+        # the tests enrol and tap as fast as they can through one kiosk and one till; the
+        # request rate limits themselves are tested in tests/test_security_ratelimit.py
+        "RATELIMIT_TAPS": "", "RATELIMIT_ENROLMENTS": "",
     }
     config.update(overrides)
     return config
