@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint sysdeps-build sysdeps-test translations clean
+.PHONY: install run test lint faults sysdeps-build sysdeps-test translations clean
 
 install: $(STAMP) translations
 
@@ -31,6 +31,13 @@ run: install
 test: sysdeps-test install
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# fault injection, the long run (not part of `make test`, which runs a 45 s version):
+# ten tills through killed servers and agents, PostgreSQL restarts, network cuts;
+# results in docs/RESILIENCE.md. FAULTS_SECONDS=600 make faults for longer.
+FAULTS_SECONDS ?= 300
+faults: sysdeps-test install
+	FAULTS_SECONDS=$(FAULTS_SECONDS) $(BIN)/python -m pytest -m faults -s -p no:cacheprovider tests/test_faults.py
 
 lint: install
 	$(BIN)/ruff check .

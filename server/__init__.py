@@ -18,6 +18,9 @@ from server.config import load_config
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
+# headers an error answer made at commit time keeps from the answer it replaces
+_KEPT_HEADERS = ("Content-Security-Policy", "X-Content-Type-Options", "Referrer-Policy",
+                 "Cache-Control")
 _HTTP_SLUGS = {400: "bad-request", 404: "not-found", 405: "method-not-allowed",
                413: "payload-too-large", 415: "unsupported-media-type"}
 
@@ -60,7 +63,17 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     @app.after_request
     def _finish(response):
         # the one commit of the request: vault first, then main; nothing on an error
-        db.finish_request(success=response.status_code < 400)
+        try:
+            db.finish_request(success=response.status_code < 400)
+        except OperationalError as exc:
+            # the database went away between the view and its commit (a restart): the same
+            # answer as when it goes in the view (503, one line in the log), not an unhandled
+            # exception with a traceback; the client sends the same event id again
+            failed = app.make_response(app.handle_user_exception(exc))
+            for name in _KEPT_HEADERS:  # the back office's security headers, already set
+                if name in response.headers:
+                    failed.headers.setdefault(name, response.headers[name])
+            return failed
         return response
 
     _security_headers(app)

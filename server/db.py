@@ -17,7 +17,7 @@ from pathlib import Path
 from flask import Flask, current_app, g
 from sqlalchemy import DateTime, MetaData, create_engine, event
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.types import TypeDecorator
 
@@ -227,7 +227,22 @@ def finish_request(success: bool) -> None:
     finally:
         for session in (vault, main):
             if session is not None:
-                session.close()
+                _close(session)
+
+
+def _close(session: Session) -> None:
+    """Close a session; a connection that died under it (a restart) is no error here.
+
+    Closing rolls back what was not committed. On a dead connection the rollback fails, but
+    the database has dropped that transaction already: the request's answer stands (a
+    refusal stays a refusal) and the pool replaces the connection, which SQLAlchemy has
+    invalidated.
+    """
+    try:
+        session.close()
+    except OperationalError as exc:
+        log.warning("database connection lost before the end of the request: %s",
+                    exc.orig.__class__.__name__ if exc.orig else exc.__class__.__name__)
 
 
 def _close_sessions(_exc: BaseException | None) -> None:
