@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint sysdeps-build sysdeps-test translations clean
+.PHONY: install run test bench lint sysdeps-build sysdeps-test translations clean
 
 install: $(STAMP) translations
 
@@ -31,6 +31,11 @@ run: install
 test: sysdeps-test install
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# not part of `make test`: the numbers of DESIGN.md, see docs/BENCHMARKS.md (BENCH_CUSTOMERS,
+# BENCH_PURCHASES, BENCH_BACKENDS, BENCH_DURATION; data sets cached in bench/data/)
+bench: sysdeps-test install
+	$(BIN)/python bench/run.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -2,10 +2,11 @@
 # Install (as root) or name (otherwise) the Debian packages a target needs.
 #   scripts/sysdeps.sh build   what `make install` needs to build pyscard, and the fonts the
 #                              statements' PDFs embed (DejaVu: every Lithuanian letter)
-#   scripts/sysdeps.sh test    what the test suite drives: pcscd + vpcd, PostgreSQL, Chromium
+#   scripts/sysdeps.sh test    what the test suite drives: pcscd + vpcd, PostgreSQL, Chromium;
+#                              and wrk, the load generator of `make bench`
 set -euo pipefail
 build=(gcc libc6-dev swig libpcsclite-dev python3-venv python3-dev fonts-dejavu-core)
-test=(pcscd vsmartcard-vpcd postgresql chromium)
+test=(pcscd vsmartcard-vpcd postgresql chromium wrk)
 case "${1:-build}" in
   build) want=("${build[@]}") ;;
   test) want=("${build[@]}" "${test[@]}") ;;
