@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -46,10 +47,6 @@ def agent_app(server_url: str, key: str, instance: Path, **extra):
 
 
 def main() -> int:
-    from device_drivers.base import Tap
-    from device_drivers.forwarder import ServiceClient
-    from device_drivers.outbox import Outbox
-
     parser = argparse.ArgumentParser()
     parser.add_argument("--server-url", required=True)
     parser.add_argument("--device-key", required=True)
@@ -60,41 +57,60 @@ def main() -> int:
     n = args.taps
     if len(cards) < 2 * n + args.replay + 20:
         raise SystemExit(f"need {2 * n + args.replay + 20} cards, got {len(cards)}")
-    api = args.server_url.rstrip("/")
     instance = Path(tempfile.mkdtemp(prefix="bench-agent-probe-"))
+    try:
+        result = probe(args, cards, instance)
+    finally:
+        shutil.rmtree(instance, ignore_errors=True)
+    print(json.dumps(result))
+    return 0
 
-    # ----- direct, with the agent's own client (warm the connection first)
+
+def probe(args, cards: list[str], instance: Path) -> dict:
+    from device_drivers.base import Tap
+    from device_drivers.forwarder import ServiceClient
+    from device_drivers.outbox import Outbox
+
+    n = args.taps
+    api = args.server_url.rstrip("/")
+
+    # ----- the same taps two ways, alternating (so that both see the same service state):
+    # posted by the agent's own client, and presented to the agent's reader until the
+    # agent publishes the record (reader -> dispatcher -> service -> published record)
     client = ServiceClient(api, args.device_key)
-    for url in cards[:10]:
-        client.post("/taps", {"event_id": str(uuid.uuid4()), "url": url})
-    direct = []
-    for url in cards[10:10 + n]:
-        body = {"event_id": str(uuid.uuid4()), **Tap(reader="sim:", url=url).as_payload()}
-        started = time.perf_counter()
-        client.post("/taps", body)
-        direct.append(time.perf_counter() - started)
-    client.close()
-
-    # ----- through the agent: reader -> dispatcher -> service -> published record
     app = agent_app(api, args.device_key, instance / "live")
     agent = app.extensions["agent"]
     agent.start()
     events = agent.subscribe()
     reader = agent.sim_reader()
-    through, refused = [], 0
+
+    def post(url: str) -> float:
+        body = {"event_id": str(uuid.uuid4()), **Tap(reader="sim:", url=url).as_payload()}
+        started = time.perf_counter()
+        client.post("/taps", body)
+        return time.perf_counter() - started
+
+    def present(url: str) -> tuple[float, bool]:
+        started = time.perf_counter()
+        reader.present(url=url)
+        while True:
+            event = events.get(timeout=30)
+            if event and event[0] == "tap":
+                return time.perf_counter() - started, bool(event[2]["ok"])
+
+    direct, through, refused = [], [], 0
     try:
-        for i, url in enumerate(cards[10 + n:20 + 2 * n]):
-            started = time.perf_counter()
-            reader.present(url=url)
-            while True:
-                event = events.get(timeout=10)
-                if event and event[0] == "tap":
-                    break
-            if i >= 10:  # the first ones warm the agent's connection
-                through.append(time.perf_counter() - started)
-                refused += 0 if event[2]["ok"] else 1
+        pairs = list(zip(cards[0:2 * (n + 10):2], cards[1:2 * (n + 10):2], strict=True))
+        for i, (one, other) in enumerate(pairs):
+            seconds, ok = present(other)
+            spent = post(one)
+            if i >= 10:  # the first ones warm both connections
+                direct.append(spent)
+                through.append(seconds)
+                refused += 0 if ok else 1
     finally:
         agent.stop()
+        client.close()
 
     # ----- replay: taps recorded while the service was away, then the agent starts
     queue_path = instance / "replay" / "agent-queue.sqlite3"
@@ -116,7 +132,7 @@ def main() -> int:
         agent.stop()
 
     ms = 1000.0
-    result = {
+    return {
         "direct_ms_p50": round(statistics.median(direct) * ms, 2),
         "direct_ms_p90": round(percentile(direct, 90) * ms, 2),
         "agent_ms_p50": round(statistics.median(through) * ms, 2),
@@ -127,8 +143,6 @@ def main() -> int:
         "replayed": args.replay, "replay_s": round(seconds, 3), "replay_drained": drained,
         "replay_refused": failed, "replay_per_s": round(args.replay / seconds, 1),
     }
-    print(json.dumps(result))
-    return 0
 
 
 if __name__ == "__main__":
