@@ -299,7 +299,8 @@ AGENT_CARDS = 1500
 def split_cards(ds: Dataset) -> tuple[list, list]:
     """Cards for the wrk runs and other cards, never tapped by them, for the agent."""
     cards = active_cards(ds, CARDS_IN_SCRIPT + AGENT_CARDS)
-    return cards[:-AGENT_CARDS], cards[-AGENT_CARDS:]
+    keep = min(AGENT_CARDS, len(cards) // 2)  # a tiny data set: half and half
+    return cards[:len(cards) - keep], cards[len(cards) - keep:]
 
 
 # --------------------------------------------------------------------------- wrk

@@ -136,3 +136,32 @@ def test_a_generated_card_taps_and_buys(generated):
     assert _scalar(app, "SELECT points FROM customers WHERE id = :c", c=card.customer_id) == \
         _scalar(app, "SELECT sum(delta) FROM points_ledger WHERE customer_id = :c",
                 c=card.customer_id)
+
+
+def test_the_wrk_script_sends_taps_the_service_accepts(generated):
+    """bench/run.py's load: every request of its wrk script is a tap the real service (under
+    gunicorn as make run starts it) answers with 200, so the benchmark measures taps."""
+    import shutil
+
+    from bench import run
+
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (scripts/sysdeps.sh test)")
+    app, info = generated
+    ds = run.Dataset("", {"DATABASE_URL": app.config["DATABASE_URL"],
+                          "VAULT_URL": app.config["VAULT_URL"]},
+                     Path(app.config["INSTANCE_PATH"]), info)
+    cards, others = run.split_cards(ds)
+    assert cards and others and not {c for c, _ in cards} & {c for c, _ in others}
+    script = run.wrk_script(cards, info["devices"]["tills"])
+    try:
+        # a fast machine may tap a card of this small set 7 times within the second: the
+        # rate limit is not what this test is about
+        env = {**ds.env, "LOYALTY_CARD_TAP_LIMIT": "0"}
+        with run.gunicorn("server:create_app()", env) as (url, master):
+            result = run.run_wrk(url, script, 1)
+            assert run.worker_rss(master) > 0
+    finally:
+        script.unlink()
+    assert result["requests"] > 0
+    assert result["non_2xx"] == 0, result
