@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint faults sysdeps-build sysdeps-test translations clean
+.PHONY: install run test bench faults lint sysdeps-build sysdeps-test translations clean
 
 install: $(STAMP) translations
 
@@ -38,6 +38,11 @@ test: sysdeps-test install
 FAULTS_SECONDS ?= 300
 faults: sysdeps-test install
 	FAULTS_SECONDS=$(FAULTS_SECONDS) $(BIN)/python -m pytest -m faults -s -p no:cacheprovider tests/test_faults.py
+
+# not part of `make test`: the numbers of DESIGN.md, see docs/BENCHMARKS.md (BENCH_CUSTOMERS,
+# BENCH_PURCHASES, BENCH_BACKENDS, BENCH_DURATION; data sets cached in bench/data/)
+bench: sysdeps-test install
+	$(BIN)/python bench/run.py
 
 lint: install
 	$(BIN)/ruff check .
