@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 from flask import request
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from server.api.problems import Problem
 
 M = TypeVar("M", bound=BaseModel)
+
+# The largest row id: the tables' keys are PostgreSQL ``integer`` (and SQLite refuses integers
+# over 64 bits), so a larger number sent as an id must be a validation error, not a 500.
+ROW_ID_MAX = 2**31 - 1
+RowId = Annotated[int, Field(ge=1, le=ROW_ID_MAX)]
 
 
 def parse_body(model: type[M]) -> M:
