@@ -266,3 +266,13 @@ def test_each_problem_response_names_its_types():
     tap = document["paths"]["/taps"]["post"]["responses"]["410"]
     types = tap["content"][MEDIA_TYPE]["schema"]["allOf"][1]["properties"]["type"]["enum"]
     assert types == [TYPE_PREFIX + "card-revoked", TYPE_PREFIX + "card-superseded"]
+
+
+def test_an_unpublished_consent_version_is_documented(app, creds, world):
+    """The enrolment answered ``consent-version-unknown`` (422), which its document did not
+    list (found with LOYALTY_FUZZ_EXAMPLES=60)."""
+    from tests.support.fixtures_server import Api
+
+    _send(app, "/enrolments", "POST", creds.h("kiosk"),
+          body=Api.enrolment(consent_version="1999-01"), status=422,
+          slug="consent-version-unknown")

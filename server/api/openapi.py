@@ -378,7 +378,7 @@ def build() -> dict:
         "paths": {
             "/enrolments": {"post": _operation(
                 "Enrol a customer", "kiosk", "EnrolmentIn", "201", "EnrolmentOut",
-                "consent-required", "event-id-conflict")},
+                "consent-required", "consent-version-unknown", "event-id-conflict")},
             "/customers/{customer_id}/cards": {
                 "parameters": [{"name": "customer_id", "in": "path", "required": True,
                                 "schema": {"type": "string"}}],
