@@ -276,3 +276,21 @@ def test_an_unpublished_consent_version_is_documented(app, creds, world):
     _send(app, "/enrolments", "POST", creds.h("kiosk"),
           body=Api.enrolment(consent_version="1999-01"), status=422,
           slug="consent-version-unknown")
+
+
+def test_a_nul_character_is_refused_not_a_500(app, api, creds, world, admin):
+    """PostgreSQL text cannot hold NUL: stored (a purchase line's sku, a tap's reader, a
+    ticket's subject) or compared (a customer id in the path, ``/audit?customer_id=``), it
+    was a 500 there (and stored as is on SQLite). Found with LOYALTY_FUZZ_EXAMPLES=200."""
+    till, desk = creds.h("till"), creds.staff_auth("desk1")
+    _send(app, "/purchases", "POST", till, status=422, slug="validation-error",
+          body=api.purchase_body([api.line("SKU\x00", 1, "1.00")], card=world["card_url"]))
+    _send(app, "/taps", "POST", till, status=422, slug="validation-error",
+          body={"event_id": str(uuid.uuid4()), "url": world["card_url"], "reader": "r\x00"})
+    _send(app, "/customers/{customer_id}/tickets", "POST", desk, status=422,
+          slug="validation-error", path_parameters={"customer_id": world["customer_id"]},
+          body={"kind": "support", "subject": "a\x00"})
+    _send(app, "/customers/{customer_id}/consents", "GET", desk, status=400,
+          slug="bad-request", path_parameters={"customer_id": "C-\x00"})
+    _send(app, "/audit", "GET", creds.staff_auth("admin1"), query={"customer_id": "\x00"},
+          status=400, slug="bad-request")

@@ -72,8 +72,11 @@ def _problems(*slugs: str) -> dict:
     }
 
 
+# bad-request: a NUL character in the path or the query; staff-locked-out: a staff
+# credential (Basic or X-Staff-Authorization) whose name or address is locked
 COMMON = ("malformed-json", "unsupported-media-type", "validation-error", "unauthenticated",
-          "invalid-credentials", "forbidden-role", "payload-too-large", "service-unavailable")
+          "invalid-credentials", "forbidden-role", "payload-too-large", "service-unavailable",
+          "bad-request", "staff-locked-out")
 TOKEN = ("card-token-malformed", "card-token-version", "card-token-unknown-key",
          "card-token-forged")
 # an NTAG 424 DNA card's SUN URL at a till (docs/CARDS-424.md)
@@ -95,7 +98,8 @@ def _operation(summary: str, roles: str, body: str, status: str, out: str, *prob
     }
 
 
-AUTH = ("unauthenticated", "invalid-credentials", "forbidden-role", "service-unavailable")
+AUTH = ("unauthenticated", "invalid-credentials", "forbidden-role", "service-unavailable",
+        "bad-request", "staff-locked-out")
 CUSTOMER_ID = [{"name": "customer_id", "in": "path", "required": True,
                 "schema": {"type": "string"}}]
 
@@ -247,7 +251,8 @@ def _privacy_paths() -> dict:
 TICKET_MODELS = (TicketIn, TicketChangeIn, NoteIn, TicketOut, NoteOut, TicketsOut)
 TICKET_ID = [{"name": "ticket_id", "in": "path", "required": True,
               "schema": {"type": "integer", "minimum": 0, "maximum": ROW_ID_MAX},
-              "description": "Outside this range the path is not a route: 404 `not-found`"}]
+              "description": "Outside this range the path is not a route: 404 `not-found` "
+                             "(405 if an encoded slash makes it another route)"}]
 
 
 def _ticket_paths() -> dict:
@@ -282,20 +287,20 @@ def _ticket_paths() -> dict:
         "/tickets/{ticket_id}": {
             "parameters": TICKET_ID,
             "get": read("One ticket with its history of notes and changes", "TicketOut",
-                        "ticket-not-found", "not-found"),
+                        "ticket-not-found", "not-found", "method-not-allowed"),
             "patch": write(
                 "Change the status, assignee or due date",
                 "Each change is kept in the history (who, when, before and after), with "
                 "`note` saying why. A closed ticket can only be reopened.",
                 "TicketChangeIn", "TicketOut", "ticket-not-found", "not-found",
-                "ticket-closed", status="200"),
+                "method-not-allowed", "ticket-closed", status="200"),
         },
         "/tickets/{ticket_id}/notes": {
             "parameters": TICKET_ID,
             "post": write("Add a note to the ticket's history",
                           "Notes may hold personal details: erasure blanks them.",
                           "NoteIn", "NoteOut", "ticket-not-found", "not-found",
-                          "ticket-closed", status="201"),
+                          "method-not-allowed", "ticket-closed", status="201"),
         },
     }
 
