@@ -58,6 +58,7 @@ from smartcard.scard import (
 
 from device_drivers.base import Reader, ReaderError, ReaderUnavailable, Tap
 from device_drivers.ndefmsg import first_uri
+from device_drivers.t2t import read_ndef_tlv
 from device_drivers.t4t import SELECT_NDEF_APP, read_ndef_file
 
 log = logging.getLogger(__name__)
@@ -299,46 +300,5 @@ class PcscReader(Reader):
         A tag that is not Type 2, a reader without ``FF B0``, or a tag without an NDEF TLV is
         a UID-only tap; a Type 2 tag whose TLVs are broken is a ``ReaderError``.
         """
-        head = self._read_pages(card, pci, 3, "reading the Type 2 capability container")
-        if head is None or head[0] != 0xE1:
-            log.debug("not an NDEF-formatted Type 2 tag: UID-only card")
-            return None
-        if head[3] & 0xF0:
-            raise ReaderError(f"the Type 2 tag is read-protected (access {head[3]:02X})")
-        area = head[2] * 8  # data area size in bytes, from page 4
-        data = bytearray(head[4:])  # pages 4..6 came with the first read
-        page = 7
-
-        def need(n: int) -> None:
-            nonlocal page
-            while len(data) < n:
-                if len(data) >= area:
-                    raise ReaderError("the NDEF TLV runs past the end of the Type 2 tag")
-                chunk = self._read_pages(card, pci, page, "reading Type 2 pages")
-                if chunk is None:
-                    raise ReaderError(f"the Type 2 tag refused page {page} (removed?)")
-                data.extend(chunk)
-                page += 4
-
-        pos = 0
-        while True:
-            need(pos + 1)
-            tag = data[pos]
-            if tag == 0x00:  # NULL TLV
-                pos += 1
-                continue
-            if tag == 0xFE:  # terminator before any NDEF message
-                return None
-            need(pos + 2)
-            length, start = data[pos + 1], pos + 2
-            if length == 0xFF:
-                need(pos + 4)
-                length, start = int.from_bytes(data[pos + 2 : pos + 4], "big"), pos + 4
-            if tag == 0x03:
-                if length == 0:
-                    return None
-                if start + length > area:
-                    raise ReaderError(f"NDEF length {length} is beyond the Type 2 tag's area")
-                need(start + length)
-                return first_uri(bytes(data[start : start + length]))
-            pos = start + length  # lock/memory control or proprietary TLV: skip it
+        message = read_ndef_tlv(lambda page, what: self._read_pages(card, pci, page, what))
+        return None if message is None else first_uri(message)

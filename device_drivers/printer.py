@@ -531,6 +531,15 @@ class EscposPrinter(Printer):
                 "it, or have status=1 removed from its settings if it never answers",
                 "failed",
             ) from cause
+        if answer[0] & _STATUS_FIXED_MASK != _STATUS_FIXED_BITS:
+            # not a status byte (bits 0 and 7 clear, 1 and 4 set, whatever the paper):
+            # noise or another answer; "plenty of paper" would be a guess
+            raise PrinterError(
+                f"The printer at {self.settings.where} answered the paper status query with "
+                f"{answer[:8].hex(' ')}, which is not a status: check it, or have status=1 "
+                "removed from its settings",
+                "failed",
+            )
         if answer[0] & RT_MASK_NOPAPER == RT_MASK_NOPAPER:
             raise PrinterError("The printer is out of paper", "paper-out")
         if answer[0] & RT_MASK_LOWPAPER == RT_MASK_LOWPAPER:
@@ -599,6 +608,10 @@ class EscposPrinter(Printer):
 
 
 # -- helpers ----------------------------------------------------------------------------------
+# DLE EOT n answers (ESC/POS): bits 0 and 7 are always 0, bits 1 and 4 always 1
+_STATUS_FIXED_MASK, _STATUS_FIXED_BITS = 0x93, 0x12
+
+
 def _profile_width(data: dict[str, Any]) -> int | None:
     """The media width in dots a python-escpos profile gives (some say ``"Unknown"``)."""
     try:

@@ -276,7 +276,7 @@ def test_every_api_route_is_in_the_document(app, client):
         if not rule.rule.startswith("/api/v1/") or rule.endpoint in {
                 "api.openapi_document", "api.problem_type"}:
             continue
-        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule[len("/api/v1"):])
+        path = re.sub(r"<(?:\w+(?:\([^)]*\))?:)?(\w+)>", r"{\1}", rule.rule[len("/api/v1"):])
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             assert (path, method.lower()) in documented, (path, method)
 

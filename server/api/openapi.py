@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic.json_schema import models_json_schema
 
 from server.accounts.schemas import PaymentIn, PaymentOut
+from server.api.body import ROW_ID_MAX
 from server.api.problems import PROBLEMS, TYPE_PREFIX
 from server.cards.schemas import (
     ActivationIn,
@@ -54,20 +55,28 @@ def _ref(name: str) -> dict:
 
 
 def _problems(*slugs: str) -> dict:
+    """The problem responses of an operation by status, each naming the exact ``type`` values
+    it may carry (so a client, and the schema check of tests/test_fuzz_api.py, knows them)."""
     by_status: dict[str, list[str]] = {}
-    for slug in slugs:
+    for slug in dict.fromkeys(slugs):
         by_status.setdefault(str(PROBLEMS[slug][0]), []).append(slug)
     return {
         status: {
             "description": ", ".join(names),
-            "content": {"application/problem+json": {"schema": _ref("Problem")}},
+            "content": {"application/problem+json": {"schema": {"allOf": [
+                _ref("Problem"),
+                {"properties": {"type": {"enum": [TYPE_PREFIX + n for n in names]}}},
+            ]}}},
         }
         for status, names in sorted(by_status.items())
     }
 
 
+# bad-request: a NUL character in the path or the query; staff-locked-out: a staff
+# credential (Basic or X-Staff-Authorization) whose name or address is locked
 COMMON = ("malformed-json", "unsupported-media-type", "validation-error", "unauthenticated",
-          "invalid-credentials", "forbidden-role", "payload-too-large", "service-unavailable")
+          "invalid-credentials", "forbidden-role", "payload-too-large", "service-unavailable",
+          "bad-request", "staff-locked-out")
 TOKEN = ("card-token-malformed", "card-token-version", "card-token-unknown-key",
          "card-token-forged")
 # an NTAG 424 DNA card's SUN URL at a till (docs/CARDS-424.md)
@@ -89,7 +98,8 @@ def _operation(summary: str, roles: str, body: str, status: str, out: str, *prob
     }
 
 
-AUTH = ("unauthenticated", "invalid-credentials", "forbidden-role", "service-unavailable")
+AUTH = ("unauthenticated", "invalid-credentials", "forbidden-role", "service-unavailable",
+        "bad-request", "staff-locked-out")
 CUSTOMER_ID = [{"name": "customer_id", "in": "path", "required": True,
                 "schema": {"type": "string"}}]
 
@@ -178,12 +188,21 @@ def _kiosk_paths() -> dict:
     }
 
 
+def _export() -> dict:
+    op = _privacy("Right of access: everything held, as JSON or (`format=html`) a readable "
+                  "document in the customer's language", "desk, manager, admin", None,
+                  "customer-not-found")
+    op["responses"]["200"]["content"]["text/html"] = {"schema": {"type": "string"}}
+    return op
+
+
 def _privacy_paths() -> dict:
     staff = "desk, manager, admin"
     return {
         "/consent-texts": {"get": {
             "summary": "The published consent texts by version and language (public)",
-            "responses": {"200": {"description": "current version and texts"}}}},
+            "responses": {"200": {"description": "current version and texts",
+                                  "content": {"application/json": {}}}}}},
         "/customers/search": {"post": _privacy(
             "Exact lookup by email or phone (normalised: case, spaces, +33/+370)", staff,
             "SearchIn")},
@@ -203,11 +222,13 @@ def _privacy_paths() -> dict:
                               "customer-not-found", "customer-erased"),
         },
         "/customers/{customer_id}/export": {
-            "parameters": [*CUSTOMER_ID, {"name": "format", "in": "query",
-                                          "schema": {"enum": ["json", "html"]}}],
-            "get": _privacy("Right of access: everything held, as JSON or a readable "
-                            "document in the customer's language", staff, None,
-                            "customer-not-found"),
+            "parameters": [*CUSTOMER_ID,
+                           {"name": "format", "in": "query",
+                            "schema": {"enum": ["json", "html"]}},
+                           {"name": "lang", "in": "query", "description": "of the html "
+                            "document; the customer's language by default",
+                            "schema": {"enum": ["fr", "lt", "en"]}}],
+            "get": _export(),
         },
         "/customers/{customer_id}/erasure": {
             "parameters": CUSTOMER_ID,
@@ -217,7 +238,12 @@ def _privacy_paths() -> dict:
         },
         "/privacy/retention": {"get": _privacy(
             "Customers inactive past the retention period", "manager, admin", None)},
-        "/audit": {"get": _privacy("The audit log, newest first", "admin", None)},
+        "/audit": {"parameters": [
+            {"name": "customer_id", "in": "query", "schema": {"type": "string"}},
+            {"name": "before", "in": "query", "description": "entries older than this id",
+             "schema": {"type": "integer", "minimum": 0, "maximum": ROW_ID_MAX}}],
+            "get": _privacy("The audit log, newest first (200 entries)", "admin", None,
+                            "validation-error")},
         "/audit/verify": {"get": _privacy("Recompute the audit log's hash chain", "admin",
                                           None)},
     }
@@ -225,7 +251,9 @@ def _privacy_paths() -> dict:
 
 TICKET_MODELS = (TicketIn, TicketChangeIn, NoteIn, TicketOut, NoteOut, TicketsOut)
 TICKET_ID = [{"name": "ticket_id", "in": "path", "required": True,
-              "schema": {"type": "integer"}}]
+              "schema": {"type": "integer", "minimum": 0, "maximum": ROW_ID_MAX},
+              "description": "Outside this range the path is not a route: 404 `not-found` "
+                             "(405 if an encoded slash makes it another route)"}]
 
 
 def _ticket_paths() -> dict:
@@ -260,20 +288,20 @@ def _ticket_paths() -> dict:
         "/tickets/{ticket_id}": {
             "parameters": TICKET_ID,
             "get": read("One ticket with its history of notes and changes", "TicketOut",
-                        "ticket-not-found"),
+                        "ticket-not-found", "not-found", "method-not-allowed"),
             "patch": write(
                 "Change the status, assignee or due date",
                 "Each change is kept in the history (who, when, before and after), with "
                 "`note` saying why. A closed ticket can only be reopened.",
-                "TicketChangeIn", "TicketOut", "ticket-not-found", "ticket-closed",
-                status="200"),
+                "TicketChangeIn", "TicketOut", "ticket-not-found", "not-found",
+                "method-not-allowed", "ticket-closed", status="200"),
         },
         "/tickets/{ticket_id}/notes": {
             "parameters": TICKET_ID,
             "post": write("Add a note to the ticket's history",
                           "Notes may hold personal details: erasure blanks them.",
-                          "NoteIn", "NoteOut", "ticket-not-found", "ticket-closed",
-                          status="201"),
+                          "NoteIn", "NoteOut", "ticket-not-found", "not-found",
+                          "method-not-allowed", "ticket-closed", status="201"),
         },
     }
 
@@ -356,7 +384,8 @@ def build() -> dict:
         "paths": {
             "/enrolments": {"post": _operation(
                 "Enrol a customer", "kiosk", "EnrolmentIn", "201", "EnrolmentOut",
-                "consent-required", "event-id-conflict", "rate-limited")},
+                "consent-required", "consent-version-unknown", "event-id-conflict",
+                "rate-limited")},
             "/customers/{customer_id}/cards": {
                 "parameters": [{"name": "customer_id", "in": "path", "required": True,
                                 "schema": {"type": "string"}}],
@@ -400,14 +429,18 @@ def build() -> dict:
             "/programme": {
                 "get": {"summary": "The programme in force (rules, tiers, rewards)",
                         "security": [{"deviceKey": []}, {"staffBasic": []}],
-                        "responses": {"200": {"description": "version and programme"}}},
+                        "responses": {"200": {"description": "version and programme",
+                                              "content": {"application/json": {}}},
+                                      **_problems(*AUTH)}},
                 "put": {"summary": "Load a new programme version (TOML); managers",
                         "security": [{"staffBasic": []}],
                         "requestBody": {"required": True, "content": {
                             "application/toml": {"schema": {"type": "string"}}}},
-                        "responses": {"200": {"description": "the new version"},
-                                      **_problems("invalid-programme", "forbidden-role",
-                                                  "unauthenticated")}},
+                        "responses": {"200": {"description": "the new version",
+                                              "content": {"application/json": {}}},
+                                      **_problems(*AUTH, "invalid-programme",
+                                                  "unsupported-media-type",
+                                                  "payload-too-large")}},
             },
             "/devices/heartbeat": {"post": {
                 "summary": "A device is alive: its readers' states and offline queue "

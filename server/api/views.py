@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, jsonify, request
 
 from server.accounts.views import bp as accounts_bp
 from server.api import openapi
@@ -32,6 +32,14 @@ api.register_blueprint(tickets_bp)
 api.register_blueprint(accounts_bp)
 api.register_blueprint(campaigns_bp)
 api.register_blueprint(reports_bp)
+
+
+@api.before_request
+def _no_nul():
+    """A NUL character in the path or the query is no request (PostgreSQL text cannot hold
+    one: compared with a column, it was a 500)."""
+    if "\x00" in request.path or any("\x00" in v for v in request.args.values()):
+        raise Problem("bad-request", "the path or the query contains a NUL character")
 
 
 @api.get("/openapi.json")

@@ -68,12 +68,16 @@ def encode(key_id: int, key: bytes, card_id: bytes, generation: int) -> str:
 
 
 def extract(token_or_url: str) -> str:
-    """Return the bare upper-case token from a token or a card URL (``.../c/TOKEN``)."""
+    """Return the bare upper-case token from a token or a card URL (``.../c/TOKEN``).
+
+    Only ASCII is put in upper case: ``"ſ".upper()`` is ``"S"`` and ``"ı".upper()`` is
+    ``"I"``, and a token with such a letter in it is another text, not the same token.
+    """
     text = token_or_url.strip()
     if "/" in text:
         text = text.rstrip("/").rsplit("/", 1)[-1]
     text = text.split("?", 1)[0].split("#", 1)[0]
-    return text.upper()
+    return text.upper() if text.isascii() else text
 
 
 def decode(token_or_url: str, keys: dict[int, bytes]) -> tuple[int, bytes, int]:

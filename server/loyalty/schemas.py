@@ -8,6 +8,8 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from server.api.body import RowId
+
 Text64 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 Money = Annotated[Decimal, Field(ge=0, le=Decimal("10000000"), decimal_places=2)]
 Quantity = Annotated[Decimal, Field(gt=0, le=Decimal("100000"), decimal_places=3)]
@@ -37,7 +39,8 @@ class PurchaseLineIn(BaseModel):
     quantity: Quantity
     unit_price: Money
     discount: Money = Decimal(0)
-    redemption_id: int | None = Field(default=None, description="The reward that paid the line")
+    redemption_id: RowId | None = Field(default=None,
+                                        description="The reward that paid the line")
 
     @model_validator(mode="after")
     def _discount(self):
@@ -74,7 +77,7 @@ class PurchaseIn(CustomerRef):
 class RefundLineIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    line_no: int = Field(ge=1)
+    line_no: int = Field(ge=1, le=10000)
     quantity: Quantity
 
 
@@ -82,7 +85,7 @@ class RefundIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     event_id: UUID
-    purchase_id: int | None = None
+    purchase_id: RowId | None = None
     purchase_event_id: UUID | None = None
     lines: list[RefundLineIn] | None = Field(
         default=None, max_length=500, description="Omitted: everything not returned yet")

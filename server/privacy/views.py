@@ -6,7 +6,7 @@ import json
 
 from flask import Blueprint, Response, current_app, g, jsonify, render_template, request
 
-from server.api.body import parse_body
+from server.api.body import ROW_ID_MAX, parse_body
 from server.api.problems import Problem
 from server.db import main_session, utcnow, vault_session
 from server.devices.auth import require
@@ -140,8 +140,13 @@ def audit_log():
     query = AuditEntry.__table__.select().order_by(AuditEntry.id.desc()).limit(200)
     if request.args.get("customer_id"):
         query = query.where(AuditEntry.customer_id == request.args["customer_id"])
-    if request.args.get("before", "").isdigit():
-        query = query.where(AuditEntry.id < int(request.args["before"]))
+    before = request.args.get("before")
+    if before is not None:
+        # ASCII digits only ("²".isdigit() is true), within the key's range
+        if not (before.isascii() and before.isdigit() and int(before) <= ROW_ID_MAX):
+            raise Problem("validation-error", "1 field(s) are not valid", errors=[
+                {"field": "before", "message": f"an entry id from 0 to {ROW_ID_MAX}"}])
+        query = query.where(AuditEntry.id < int(before))
     rows = main_session().execute(query).mappings().all()
     return jsonify({"entries": [
         {**{k: v for k, v in r.items()}, "at": r["at"].isoformat()} for r in rows]})

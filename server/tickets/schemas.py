@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from server.api.body import RowId
 from server.tickets.models import NOTE_MAX, SERIAL_MAX, SUBJECT_MAX
 
 Kind = Literal["warranty", "support", "complaint"]
@@ -23,7 +24,7 @@ class TicketIn(BaseModel):
     kind: Kind
     subject: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
                                               max_length=SUBJECT_MAX)]
-    purchase_line_id: int | None = Field(default=None, ge=1, description=(
+    purchase_line_id: RowId | None = Field(default=None, description=(
         "Required for a warranty claim: the product, purchase date and warranty end are "
         "taken from it and the products catalogue"))
     serial_number: Annotated[str, StringConstraints(strip_whitespace=True,
