@@ -49,6 +49,7 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(programme_cli)
     app.cli.add_command(points_cli)
     app.cli.add_command(tiers_cli)
+    app.cli.add_command(value_cli)
     app.cli.add_command(import_cli)
     app.cli.add_command(privacy_cli)
     app.cli.add_command(sun_cli)
@@ -400,6 +401,27 @@ def tiers_review() -> None:
     with _main() as session:
         reviewed, changed = review_tiers(session)
     click.echo(f"{reviewed} customers reviewed, {changed} changed tier")
+
+
+@click.group("value", cls=AppGroup, help="The customer value score.")
+def value_cli() -> None:
+    pass
+
+
+@value_cli.command("refresh", help="Compute every active customer's value score now and "
+                                   "replace the snapshot the pages read (nightly).")
+def value_refresh() -> None:
+    import time
+
+    from server.value.service import refresh
+
+    started = time.monotonic()
+    with _main() as session:
+        found = refresh(session, actor=CLI)
+        active, live, version = found.active, found.live, found.programme_version
+        session.commit()
+    click.echo(f"{active} active customers of {live} scored with programme version {version} "
+               f"in {time.monotonic() - started:.1f} s")
 
 
 @click.group("import", cls=AppGroup, help="Bring data over from another system.")
