@@ -16,7 +16,7 @@ from server.loyalty.models import (
                                    RefundLine,
 )
 from server.privacy.models import AuditEntry, Consent
-from server.reports.models import AnonymousSales
+from server.reports.models import AnonymousSales, SalesDay, SalesDayState
 from server.segments.models import Segment
 from server.staff.models import AuthFailure, Staff
 from server.stores.models import Store
@@ -28,6 +28,7 @@ from server.vault.models import VaultRecord
 __all__ = ["Account", "AccountPayment", "AnonymousSales", "AuditEntry", "AuthFailure",
            "BirthdayDay", "Campaign", "CampaignMessage", "Card", "CardFlag", "Consent", "Customer",
            "Device", "ImportedCustomer", "PointsEntry", "Product", "ProgrammeVersion", "Purchase",
-           "PurchaseLine", "Redemption", "Refund", "RefundLine", "Segment", "Staff", "Statement",
+           "PurchaseLine", "Redemption", "Refund", "RefundLine", "SalesDay", "SalesDayState",
+           "Segment", "Staff", "Statement",
            "Store", "SurveyResponse", "Ticket", "TicketNote", "ValueScore", "ValueSnapshot",
            "VaultRecord", "Visit"]
