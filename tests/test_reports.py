@@ -273,8 +273,11 @@ def test_sales_days_follow_every_change_and_rank_as_the_purchases(app, data, mon
                         amount_cents=2000, points_reversed=0)
         s.add(refund)
         s.flush()
-        s.add(RefundLine(refund_id=refund.id, line_id=line.id, quantity_milli=500,
-                         amount_cents=2000, points_reversed=0))
+        taken = RefundLine(refund_id=refund.id, line_id=line.id, quantity_milli=500,
+                           amount_cents=1000, points_reversed=0)
+        s.add(taken)
+        s.flush()
+        taken.amount_cents = 2000  # corrected: the old amount is given back, the new taken
         s.flush()
         p5.paid_at, p5.store_id = _at("2026-01-03 12:00"), data["B"]
         p7 = s.scalar(select(Purchase).where(Purchase.paid_at == _at("2026-03-01 10:00")))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
@@ -268,10 +269,26 @@ def best_sellers(main: Session, s: Span, period: str | None = "month", *,
         .where(r.rank <= top).order_by(r.period, r.store_id, r.rank)))
 
 
+class BestSeller(NamedTuple):
+    """A row of ``best_sellers`` (as the purchases' query names its columns)."""
+
+    period: object
+    store_id: int | None
+    rank: int
+    sku: str
+    name: str
+    category: str | None
+    quantity_milli: int
+    net_cents: int
+    customers: int
+
+
 def _best_sellers_from_days(main: Session, s: Span, period: str | None, store_id: int | None,
                             by_store: bool, top: int) -> list:
-    """``best_sellers`` for everyone from ``sales_days``, then the distinct buyers of the
-    tops only, from the lines of those SKUs in the range (one statement)."""
+    """``best_sellers`` for everyone: the tops from ``sales_days``, then the distinct buyers of
+    those SKUs only, from their lines in the range. Two statements: the second names the SKUs
+    as literals so that PostgreSQL estimates them from its statistics and reads them through
+    the SKU index instead of joining every line of the range."""
     d = SalesDay
     bucket = _period(main, cast(d.day, DateTime()), period, s)
     store = d.store_id if by_store else literal(None, Integer)
@@ -287,26 +304,25 @@ def _best_sellers_from_days(main: Session, s: Span, period: str | None, store_id
                true() if store_id is None else d.store_id == store_id)
         .group_by(bucket, store, d.sku)
     ).subquery("ranked")
-    tops = select(ranked).where(ranked.c.rank <= top).cte("tops")
-    t = tops.c
+    r = ranked.c
+    tops = main.execute(
+        select(r.period, r.store_id, r.rank, r.sku, r.name, r.category, r.quantity_milli,
+               r.net_cents).where(r.rank <= top).order_by(r.period, r.store_id, r.rank)).all()
+    if not tops:
+        return []
     paid = _period(main, _local(main, Purchase.paid_at, s), period, s)
     paid_store = Purchase.store_id if by_store else literal(None, Integer)
-    buyers = (
+    skus = sorted({t.sku for t in tops})
+    buyers = dict(((period_name(b.period), b.store_id, b.sku), b.customers)
+                  for b in main.execute(
         select(paid.label("period"), paid_store.label("store_id"), PurchaseLine.sku,
                func.count(distinct(Purchase.customer_id)).label("customers"))
         .select_from(PurchaseLine)
         .join(Purchase, Purchase.id == PurchaseLine.purchase_id)
-        .where(PurchaseLine.sku.in_(select(t.sku).distinct()),
-               _purchases_in(s, store_id, None))
-        .group_by(paid, paid_store, PurchaseLine.sku)
-    ).subquery("buyers")
-    u = buyers.c
-    return list(main.execute(
-        select(t.period, t.store_id, t.rank, t.sku, t.name, t.category, t.quantity_milli,
-               t.net_cents, func.coalesce(u.customers, 0).label("customers"))
-        .outerjoin(buyers, and_(u.period == t.period, u.sku == t.sku,
-                                u.store_id.is_not_distinct_from(t.store_id)))
-        .order_by(t.period, t.store_id, t.rank)))
+        .where(PurchaseLine.sku.in_(skus), _purchases_in(s, store_id, None))
+        .group_by(paid, paid_store, PurchaseLine.sku)))
+    return [BestSeller(*t, buyers.get((period_name(t.period), t.store_id, t.sku), 0))
+            for t in tops]
 
 
 def visits(main: Session, s: Span, period: str = "month", *, store_id: int | None = None,

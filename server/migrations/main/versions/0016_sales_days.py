@@ -63,24 +63,67 @@ BEGIN
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
         PERFORM sales_days_line(OLD, -1);
     END IF;
-    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+    IF TG_OP = 'UPDATE' THEN
         PERFORM sales_days_line(NEW, 1);
     END IF;
     RETURN NULL;
 END $$;
 
+-- new lines, once per statement (a purchase's lines are one INSERT): grouped by key, so that
+-- ON CONFLICT meets each key once, and taken in key order, so that two purchases of the same
+-- SKUs lock their rows in the same order and cannot deadlock
+CREATE FUNCTION sales_days_on_lines_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO sales_days AS s (day, store_id, sku, name, category, lines, quantity_milli,
+                                 net_cents)
+    SELECT (timezone((SELECT zone FROM sales_days_state WHERE id = 1), p.paid_at))::date,
+           p.store_id, n.sku, max(n.name), max(n.category), count(*), sum(n.quantity_milli),
+           sum(n.net_cents)
+    FROM new_lines n JOIN purchases p ON p.id = n.purchase_id
+    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (day, store_id, sku) DO UPDATE
+        SET lines = s.lines + EXCLUDED.lines,
+            quantity_milli = s.quantity_milli + EXCLUDED.quantity_milli,
+            net_cents = s.net_cents + EXCLUDED.net_cents,
+            name = GREATEST(s.name, EXCLUDED.name),
+            category = GREATEST(s.category, EXCLUDED.category);
+    RETURN NULL;
+END $$;
+
+-- new refund lines, once per statement, deducted from the day of the sale they take back
+CREATE FUNCTION sales_days_on_refund_lines_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE sales_days s
+       SET quantity_milli = s.quantity_milli - r.quantity_milli,
+           net_cents = s.net_cents - r.amount_cents
+      FROM (SELECT (timezone((SELECT zone FROM sales_days_state WHERE id = 1),
+                             p.paid_at))::date AS day,
+                   p.store_id, l.sku, sum(n.quantity_milli) AS quantity_milli,
+                   sum(n.amount_cents) AS amount_cents
+              FROM new_refund_lines n
+              JOIN purchase_lines l ON l.id = n.line_id
+              JOIN purchases p ON p.id = l.purchase_id
+             GROUP BY 1, 2, 3) r
+     WHERE s.day = r.day AND s.store_id = r.store_id AND s.sku = r.sku;
+    RETURN NULL;
+END $$;
+
+-- a refund line changed or deleted (rare): give back the old, take the new
 CREATE FUNCTION sales_days_on_refund_line() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     r record;
 BEGIN
-    FOR r IN SELECT l.sku, l.name, l.category, p.paid_at, p.store_id,
-                    CASE WHEN TG_OP = 'DELETE' THEN -1 ELSE 1 END AS sign,
-                    coalesce(NEW.quantity_milli, OLD.quantity_milli) AS quantity_milli,
-                    coalesce(NEW.amount_cents, OLD.amount_cents) AS amount_cents
-             FROM purchase_lines l JOIN purchases p ON p.id = l.purchase_id
-             WHERE l.id = coalesce(NEW.line_id, OLD.line_id) LOOP
+    FOR r IN SELECT l.sku, l.name, l.category, p.paid_at, p.store_id, x.sign,
+                    x.quantity_milli, x.amount_cents
+             FROM (SELECT OLD.line_id AS line_id, 1 AS sign, OLD.quantity_milli,
+                          OLD.amount_cents
+                   UNION ALL
+                   SELECT NEW.line_id, -1, NEW.quantity_milli, NEW.amount_cents
+                   WHERE TG_OP = 'UPDATE') x
+             JOIN purchase_lines l ON l.id = x.line_id
+             JOIN purchases p ON p.id = l.purchase_id LOOP
         PERFORM sales_days_add(r.paid_at, r.store_id, r.sku, r.name, r.category, 0,
-                               -r.sign * r.quantity_milli, -r.sign * r.amount_cents);
+                               r.sign * r.quantity_milli, r.sign * r.amount_cents);
     END LOOP;
     RETURN NULL;
 END $$;
@@ -105,10 +148,16 @@ BEGIN
     RETURN NULL;
 END $$;
 
-CREATE TRIGGER sales_days_line AFTER INSERT OR DELETE
+CREATE TRIGGER sales_days_lines_inserted AFTER INSERT ON purchase_lines
+    REFERENCING NEW TABLE AS new_lines
+    FOR EACH STATEMENT EXECUTE FUNCTION sales_days_on_lines_inserted();
+CREATE TRIGGER sales_days_line AFTER DELETE
     OR UPDATE OF purchase_id, sku, name, category, quantity_milli, net_cents
     ON purchase_lines FOR EACH ROW EXECUTE FUNCTION sales_days_on_line();
-CREATE TRIGGER sales_days_refund_line AFTER INSERT OR DELETE
+CREATE TRIGGER sales_days_refund_lines_inserted AFTER INSERT ON refund_lines
+    REFERENCING NEW TABLE AS new_refund_lines
+    FOR EACH STATEMENT EXECUTE FUNCTION sales_days_on_refund_lines_inserted();
+CREATE TRIGGER sales_days_refund_line AFTER DELETE
     OR UPDATE OF line_id, quantity_milli, amount_cents
     ON refund_lines FOR EACH ROW EXECUTE FUNCTION sales_days_on_refund_line();
 CREATE TRIGGER sales_days_purchase AFTER UPDATE OF paid_at, store_id ON purchases
@@ -120,10 +169,14 @@ CREATE TRIGGER sales_days_purchase AFTER UPDATE OF paid_at, store_id ON purchase
 DROP = """
 DROP TRIGGER IF EXISTS sales_days_purchase ON purchases;
 DROP TRIGGER IF EXISTS sales_days_refund_line ON refund_lines;
+DROP TRIGGER IF EXISTS sales_days_refund_lines_inserted ON refund_lines;
 DROP TRIGGER IF EXISTS sales_days_line ON purchase_lines;
+DROP TRIGGER IF EXISTS sales_days_lines_inserted ON purchase_lines;
 DROP FUNCTION IF EXISTS sales_days_on_purchase();
 DROP FUNCTION IF EXISTS sales_days_on_refund_line();
 DROP FUNCTION IF EXISTS sales_days_on_line();
+DROP FUNCTION IF EXISTS sales_days_on_refund_lines_inserted();
+DROP FUNCTION IF EXISTS sales_days_on_lines_inserted();
 DROP FUNCTION IF EXISTS sales_days_line(purchase_lines, integer);
 DROP FUNCTION IF EXISTS sales_days_add(timestamptz, integer, varchar, varchar, varchar, integer,
                                        bigint, bigint);
