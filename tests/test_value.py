@@ -252,6 +252,24 @@ def test_the_snapshot_is_the_scores_at_its_time_replaced_whole(app, abcd):
                     .items()}
 
 
+def test_the_explanation_uses_the_weights_the_snapshot_was_made_with(app, abcd):
+    from server.loyalty import programmes
+    from server.loyalty.models import ProgrammeVersion
+
+    refresh(app)  # the default programme (version 0): weights 25/25/35/5
+    document = default_programme().model_dump(mode="json")
+    document["value"]["weights"] = {"recency": 1, "frequency": 0, "monetary": 0,
+                                    "punctuality": 0, "support": 0}
+    with app.app_context(), Session(app.extensions["loyalty.db"].main) as s:
+        s.add(ProgrammeVersion(document=document, source="", loaded_by="test"))
+        s.commit()
+        app.extensions.pop("loyalty.programme", None)  # the 5 s cache
+        explained = service.explain(s, programmes.current(s)[1], abcd["A"])
+    parts = {c.key: c for c in explained.components}
+    assert explained.score == 83 and parts["monetary"].weight == 35
+    assert str(parts["monetary"].contribution) == "29.2"  # 75 x 35 / 90, as scored
+
+
 def test_without_a_snapshot_nobody_is_scored_and_it_says_so(app, abcd):
     with app.app_context(), Session(app.extensions["loyalty.db"].main) as s:
         explained = service.explain(s, default_programme(), abcd["A"])

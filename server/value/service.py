@@ -43,8 +43,14 @@ from server.api.problems import Problem
 from server.customers.models import Customer
 from server.db import utcnow
 from server.loyalty import programmes
-from server.loyalty.models import Purchase, Refund
-from server.loyalty.programme import Programme, ValueRules, _add_months
+from server.loyalty.models import ProgrammeVersion, Purchase, Refund
+from server.loyalty.programme import (
+    Programme,
+    ValueRules,
+    _add_months,
+    default_programme,
+    load_programme,
+)
 from server.tickets.models import Ticket
 from server.value.models import ValueScore, ValueSnapshot
 
@@ -250,6 +256,15 @@ class Explanation:
     computed_at: datetime | None = None  # the snapshot's moment; None: no snapshot yet
 
 
+def _programme(main: Session, version: int) -> Programme:
+    """The programme of a stored version (0: the built-in default)."""
+    if version == 0:
+        return default_programme()
+    document = main.scalar(select(ProgrammeVersion.document)
+                           .where(ProgrammeVersion.id == version))
+    return load_programme(document, "json") if document is not None else default_programme()
+
+
 def explain(main: Session, programme: Programme, customer_id: str) -> Explanation:
     """The customer's score, band and each component's raw value, score, weight, share, as
     the snapshot has them (one row by primary key); without a snapshot, ``computed_at`` is
@@ -260,8 +275,10 @@ def explain(main: Session, programme: Programme, customer_id: str) -> Explanatio
     """
     if main.get(Customer, customer_id) is None:
         raise Problem("customer-not-found")
-    rules = programme.value
     found = snapshot(main)
+    if found is not None and found.programme_version != programmes.current(main)[0]:
+        programme = _programme(main, found.programme_version)  # the weights it was made with
+    rules = programme.value
     row = None if found is None else main.get(ValueScore, customer_id)
     if row is None:
         return Explanation(customer_id, False, None, "inactive", None,
