@@ -49,6 +49,8 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(programme_cli)
     app.cli.add_command(points_cli)
     app.cli.add_command(tiers_cli)
+    app.cli.add_command(value_cli)
+    app.cli.add_command(reports_cli)
     app.cli.add_command(import_cli)
     app.cli.add_command(privacy_cli)
     app.cli.add_command(sun_cli)
@@ -405,6 +407,45 @@ def tiers_review() -> None:
     with _main() as session:
         reviewed, changed = review_tiers(session)
     click.echo(f"{reviewed} customers reviewed, {changed} changed tier")
+
+
+@click.group("value", cls=AppGroup, help="The customer value score.")
+def value_cli() -> None:
+    pass
+
+
+@value_cli.command("refresh", help="Compute every active customer's value score now and "
+                                   "replace the snapshot the pages read (nightly).")
+def value_refresh() -> None:
+    import time
+
+    from server.value.service import refresh
+
+    started = time.monotonic()
+    with _main() as session:
+        found = refresh(session, actor=CLI)
+        active, live, version = found.active, found.live, found.programme_version
+        session.commit()
+    click.echo(f"{active} active customers of {live} scored with programme version {version} "
+               f"in {time.monotonic() - started:.1f} s")
+
+
+@click.group("reports", cls=AppGroup, help="The sales reports' daily figures.")
+def reports_cli() -> None:
+    pass
+
+
+@reports_cli.command("rebuild", help="Compute the daily sales per store and SKU again "
+                                     "(PostgreSQL; after a change of the programme's time zone).")
+def reports_rebuild() -> None:
+    from server.reports.aggregates import rebuild
+
+    with _main() as session:
+        if session.get_bind().dialect.name != "postgresql":
+            raise click.ClickException("SQLite: the reports read the purchases, nothing to do")
+        rows = rebuild(session)
+        session.commit()
+    click.echo(f"sales_days rebuilt: {rows} rows")
 
 
 @click.group("import", cls=AppGroup, help="Bring data over from another system.")

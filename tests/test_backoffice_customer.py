@@ -22,6 +22,7 @@ from tests.support.backoffice_browser import log_in
 from tests.support.fixtures_devices import serve
 from tests.support.fixtures_server import assert_problem
 from tests.test_backoffice import BO, _audit, _flashes, office
+from tests.test_value import refresh
 
 CARD_PAGE = re.compile(r'href="(/backoffice/customers/(C-[0-9A-Z-]+)/cards/([0-9a-f]{16})/print)"')
 
@@ -215,6 +216,7 @@ def test_the_file_shows_ledger_purchases_visits_survey_cards_and_value(app, api,
         s.execute(update(Purchase).where(Purchase.customer_id == old)
                   .values(paid_at=_at(s, utcnow() - timedelta(days=400))))
         s.commit()
+    refresh(app, utcnow())  # the nightly value snapshot the file's value part reads
 
     o = office(app, creds, "desk1")
     body = o.page(f"{BO}/customers/{cid}")

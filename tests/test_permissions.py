@@ -127,6 +127,7 @@ MATRIX: dict[str, frozenset[str]] = {
     "POST /backoffice/tickets/<int:ticket_id>/status": DESK,
     # --- back office: value and segments (managers and admins)
     "GET /backoffice/value": MANAGERS,
+    "POST /backoffice/value/refresh": MANAGERS,
     "GET /backoffice/segments": MANAGERS,
     "GET /backoffice/segments/new": MANAGERS,
     "POST /backoffice/segments/new": MANAGERS,

@@ -230,6 +230,96 @@ def test_best_sellers_by_month_season_store_and_segment(app, data):
             ("2026-04-01", 1, "SKU1", 1000, 5000, 1)]
 
 
+def _both_ways(app, s: Session, monkeypatch) -> tuple[list, list]:
+    """Every best-seller ranking of the range read from sales_days, then from the purchases."""
+    span = _span(app, s)
+    asks = [(period, by_store) for period in (*service.PERIODS, None) for by_store in (0, 1)]
+
+    def ask():
+        return [[tuple(r) for r in service.best_sellers(s, span, period, by_store=bool(by),
+                                                        top=2)]
+                for period, by in asks]
+
+    assert service.aggregated(s, span)
+    fast = ask()
+    with monkeypatch.context() as m:
+        m.setattr(service, "aggregated", lambda *_a: False)
+        slow = ask()
+    return fast, slow
+
+
+@pytest.mark.parametrize("db_backend", [pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_sales_days_follow_every_change_and_rank_as_the_purchases(app, data, monkeypatch):
+    from server.reports.aggregates import rebuild
+    from server.reports.models import SalesDay
+
+    def days(s: Session) -> list[tuple]:
+        return [tuple(r) for r in s.execute(select(
+            SalesDay.day, SalesDay.store_id, SalesDay.sku, SalesDay.name, SalesDay.category,
+            SalesDay.lines, SalesDay.quantity_milli, SalesDay.net_cents)
+            .order_by(SalesDay.day, SalesDay.store_id, SalesDay.sku))]
+
+    with app.app_context(), _main(app) as s:
+        fast, slow = _both_ways(app, s, monkeypatch)
+        assert fast == slow and any(fast)
+        # p2 (31 Jan 23:30 UTC) is sold on 1 February in Paris; p1's refund is deducted
+        assert (date(2026, 2, 1), data["A"], "SKU1", "Shoe", "shoes", 1, 1000, 5000) in days(s)
+        assert (date(2026, 1, 10), data["A"], "SKU1", "Shoe", "shoes", 1, 1000, 5000) in days(s)
+        # a later refund, a purchase moved to another day and store, a line deleted: the
+        # triggers keep the days as a rebuild would make them
+        p5 = s.scalar(select(Purchase).where(Purchase.store_id == data["C"]))
+        line = s.scalar(select(PurchaseLine).where(PurchaseLine.purchase_id == p5.id))
+        refund = Refund(event_id=_id(), purchase_id=p5.id, device_id=p5.device_id,
+                        amount_cents=2000, points_reversed=0)
+        s.add(refund)
+        s.flush()
+        taken = RefundLine(refund_id=refund.id, line_id=line.id, quantity_milli=500,
+                           amount_cents=1000, points_reversed=0)
+        s.add(taken)
+        s.flush()
+        taken.amount_cents = 2000  # corrected: the old amount is given back, the new taken
+        s.flush()
+        p5.paid_at, p5.store_id = _at("2026-01-03 12:00"), data["B"]
+        p7 = s.scalar(select(Purchase).where(Purchase.paid_at == _at("2026-03-01 10:00")))
+        s.delete(s.scalar(select(PurchaseLine).where(PurchaseLine.purchase_id == p7.id)))
+        s.commit()
+        kept = days(s)
+        assert (date(2026, 1, 3), data["B"], "SKU1", "Shoe", "shoes", 1, 500, 3000) in kept
+        assert not [d for d in kept if d[0] in (date(2026, 3, 25), date(2026, 3, 1))]
+        rebuild(s)
+        s.commit()
+        assert days(s) == kept
+        fast, slow = _both_ways(app, s, monkeypatch)
+        assert fast == slow
+
+
+@pytest.mark.parametrize("db_backend", [pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_another_time_zone_reads_the_purchases_until_rebuilt(app, creds, data, monkeypatch):
+    from server.loyalty.programme import default_programme
+    from server.reports.models import SalesDayState
+
+    document = default_programme().model_dump(mode="json")
+    document["timezone"] = "Europe/Vilnius"
+    with app.app_context(), _main(app) as s:
+        from server.loyalty.models import ProgrammeVersion
+
+        s.add(ProgrammeVersion(document=document, source="", loaded_by="test"))
+        s.commit()
+        app.extensions.pop("loyalty.programme", None)  # the 5 s cache
+        span = service.span(s, START, END)
+        assert not service.aggregated(s, span)  # sales_days is still in Paris time
+        live = [tuple(r) for r in service.best_sellers(s, span, "day")]
+    result = app.test_cli_runner().invoke(args=["reports", "rebuild"])
+    assert result.exit_code == 0, result.output
+    with app.app_context(), _main(app) as s:
+        app.extensions.pop("loyalty.programme", None)
+        assert s.scalar(select(SalesDayState.zone)) == "Europe/Vilnius"
+        span = service.span(s, START, END)
+        assert service.aggregated(s, span)
+        # p2, 31 Jan 23:30 UTC, is 1 February 01:30 in Vilnius as in Paris; same figures
+        assert [tuple(r) for r in service.best_sellers(s, span, "day")] == live
+
+
 def test_visits_per_store_and_month(app, data):
     with _main(app) as s:
         rows = service.visits(s, _span(app, s), "month")

@@ -23,7 +23,7 @@ from server.segments.schemas import Definition
 from server.stores.models import Store
 from tests.support.fixtures_devices import serve
 from tests.test_backoffice import BO, office
-from tests.test_value import NOW, Data
+from tests.test_value import NOW, Data, refresh
 
 VERSION = "2026-11"
 
@@ -65,6 +65,7 @@ def people(app, creds):
                   lines=[("SHOE-3", "shoes")])
     data.commit()
     data.close()
+    refresh(app, NOW)  # the value filters read the snapshot, computed at NOW
     return {"P1": p1, "P2": p2, "P3": p3, "P4": p4, "P5": p5}
 
 
@@ -335,6 +336,9 @@ def test_a_manager_saves_a_segment_and_downloads_its_csv_in_chromium(app, api, c
 
             with page.expect_navigation():
                 page.get_by_role("link", name="Value", exact=True).click()
+            assert page.locator("tr[data-customer]").count() == 0  # not computed yet
+            with page.expect_navigation():
+                page.get_by_role("button", name="Compute the scores now").click()
             assert page.locator("tr[data-customer]").count() == 4
             assert page.locator("tr[data-customer]").first.get_attribute("data-band") == \
                 "premium"

@@ -10,15 +10,17 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import case, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from server.customers.models import Customer
 from server.loyalty.models import Purchase, Refund
 from server.loyalty.programme import ProgrammeError, default_programme, load_programme
+from server.privacy.models import AuditEntry
 from server.stores.models import Store
 from server.tickets.models import Ticket
 from server.value import service
+from server.value.models import ValueScore, ValueSnapshot
 from tests.test_backoffice import BO, office
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -113,6 +115,13 @@ def abcd(app, creds):
         data.close()
 
 
+def refresh(app, now=NOW, actor: str = "test") -> None:
+    """Compute the snapshot the pages and segments read, as the nightly job does."""
+    with app.app_context(), Session(app.extensions["loyalty.db"].main) as s:
+        service.refresh(s, now, actor)
+        s.commit()
+
+
 def _scores(app, programme=None, now=NOW) -> dict[str, object]:
     with app.app_context(), Session(app.extensions["loyalty.db"].main) as s:
         rows = s.execute(service.scores(programme or default_programme(), now)).all()
@@ -183,8 +192,9 @@ def test_punctuality_is_a_pluggable_input_ignored_without_data(app, abcd):
     service.register_punctuality(accounts)
     try:
         rows = _scores(app)
+        refresh(app)
         with app.app_context(), Session(app.extensions["loyalty.db"].main) as s:
-            explained = service.explain(s, default_programme(), abcd["C"], NOW)
+            explained = service.explain(s, default_programme(), abcd["C"])
     finally:
         service.register_punctuality(registered[0] if registered else None)
     # among the two account customers: A 100, B 50
@@ -199,9 +209,10 @@ def test_punctuality_is_a_pluggable_input_ignored_without_data(app, abcd):
 
 
 def test_explain_says_each_component_in_words(app, abcd):
+    refresh(app)
     with app.app_context(), Session(app.extensions["loyalty.db"].main) as s:
-        a = service.explain(s, default_programme(), abcd["A"], NOW)
-        e = service.explain(s, default_programme(), abcd["E"], NOW)
+        a = service.explain(s, default_programme(), abcd["A"])
+        e = service.explain(s, default_programme(), abcd["E"])
     assert (a.score, a.band, a.place, a.customers) == (83, "premium", 1, 4)
     parts = {c.key: c for c in a.components}
     assert parts["recency"].raw == 5 and parts["recency"].text == "last purchase 5 day(s) ago"
@@ -214,6 +225,66 @@ def test_explain_says_each_component_in_words(app, abcd):
     assert str(parts["frequency"].contribution) == "27.8"  # 100 x 25 / 90
     assert abs(sum(c.contribution for c in a.components) - Decimal("83.3")) <= Decimal("0.2")
     assert not e.active and e.band == "inactive" and e.score is None and e.customers == 4
+    assert a.computed_at == NOW
+
+
+def test_the_snapshot_is_the_scores_at_its_time_replaced_whole(app, abcd):
+    refresh(app)
+    with app.app_context(), Session(app.extensions["loyalty.db"].main) as s:
+        found = service.snapshot(s)
+        stored = {r.customer_id: r for r in s.scalars(select(ValueScore))}
+    live = _scores(app)
+    assert set(stored) == set(live) and len(stored) == 4
+    for cid, row in live.items():  # every column of scores(), as computed
+        assert {c: getattr(stored[cid], c) for c in row._fields} == row._asdict(), cid
+    assert (found.computed_at, found.active, found.live, found.programme_version) == \
+        (NOW, 4, 5, 0)  # F is erased: 5 live customers, E inactive
+    assert service.band_counts(found) == {"premium": 1, "high": 1, "medium": 2, "low": 0,
+                                          "inactive": 1}
+    # a month later A's purchases have aged: the next refresh replaces every row at once
+    refresh(app, NOW + timedelta(days=30), "job:value")
+    with app.app_context(), Session(app.extensions["loyalty.db"].main) as s:
+        later = service.snapshot(s)
+        rows = {r.customer_id: r.recency for r in s.scalars(select(ValueScore))}
+        assert s.scalar(select(func.count()).select_from(ValueSnapshot)) == 1
+    assert later.computed_at == NOW + timedelta(days=30) and later.refreshed_by == "job:value"
+    assert rows == {cid: r.recency for cid, r in _scores(app, now=NOW + timedelta(days=30))
+                    .items()}
+
+
+def test_the_explanation_uses_the_weights_the_snapshot_was_made_with(app, abcd):
+    from server.loyalty import programmes
+    from server.loyalty.models import ProgrammeVersion
+
+    refresh(app)  # the default programme (version 0): weights 25/25/35/5
+    document = default_programme().model_dump(mode="json")
+    document["value"]["weights"] = {"recency": 1, "frequency": 0, "monetary": 0,
+                                    "punctuality": 0, "support": 0}
+    with app.app_context(), Session(app.extensions["loyalty.db"].main) as s:
+        s.add(ProgrammeVersion(document=document, source="", loaded_by="test"))
+        s.commit()
+        app.extensions.pop("loyalty.programme", None)  # the 5 s cache
+        explained = service.explain(s, programmes.current(s)[1], abcd["A"])
+    parts = {c.key: c for c in explained.components}
+    assert explained.score == 83 and parts["monetary"].weight == 35
+    assert str(parts["monetary"].contribution) == "29.2"  # 75 x 35 / 90, as scored
+
+
+def test_without_a_snapshot_nobody_is_scored_and_it_says_so(app, abcd):
+    with app.app_context(), Session(app.extensions["loyalty.db"].main) as s:
+        explained = service.explain(s, default_programme(), abcd["A"])
+        assert service.snapshot(s) is None and service.ranking(s) == []
+    assert explained.computed_at is None and not explained.active
+    assert service.band_counts(None) == dict.fromkeys(service.BANDS, 0)
+
+
+def test_flask_value_refresh_computes_the_snapshot(app, abcd):
+    result = app.test_cli_runner().invoke(args=["value", "refresh"])
+    assert result.exit_code == 0, result.output
+    # the data set is dated around NOW, in the past: at the real time only a few are active
+    with app.app_context(), Session(app.extensions["loyalty.db"].main) as s:
+        found = service.snapshot(s)
+    assert found.refreshed_by == "cli" and f"{found.active} active customers" in result.output
 
 
 @pytest.mark.parametrize("change, message", [
@@ -254,7 +325,24 @@ def _shift(app, abcd) -> None:
 def test_the_ranking_page_and_the_customer_part(app, creds, abcd, manager):
     _shift(app, abcd)
     o = office(app, creds, manager)
+    # before the first refresh: said in words, on the ranking and on the customer's file
     body = o.page(f"{BO}/value")
+    assert 'data-computed-at="none"' in body and "have not been computed yet" in body
+    assert "<tr data-customer" not in body
+    page = o.page(f"{BO}/customers/{abcd['A']}")
+    part = page[page.index('id="value"'):page.index('id="cards"')]
+    assert "have not been computed yet" in part
+    # a manager computes them from the page (CSRF-protected, audited)
+    assert o.post(f"{BO}/value/refresh", csrf=False).status_code == 400
+    r = o.post(f"{BO}/value/refresh")
+    assert r.status_code == 303, r.get_data(as_text=True)[:300]
+    with Session(app.extensions["loyalty.db"].main) as s:
+        entry = s.scalars(select(AuditEntry).where(AuditEntry.action == "value.refresh")).one()
+    assert entry.actor.startswith("staff:") and entry.view == "backoffice:value"
+    assert entry.detail == {"active": 4, "programme_version": 0}
+    body = o.page(f"{BO}/value")
+    assert "Value scores computed: 4 active customers." in body
+    assert re.search(r'data-computed-at="\d{4}-\d\d-\d\dT', body)
     rows = re.findall(r'<tr data-customer="([^"]+)"[^>]*data-score="(\d+)"[^>]*'
                       r'data-band="([a-z]+)"', body)
     assert rows == [(abcd["A"], "83", "premium"), (abcd["B"], "75", "high"),
@@ -271,10 +359,12 @@ def test_the_ranking_page_and_the_customer_part(app, creds, abcd, manager):
     assert "1 of 4 active customers" in part
     inactive = o.page(f"{BO}/customers/{abcd['E']}")
     part = inactive[inactive.index('id="value"'):inactive.index('id="cards"')]
-    assert "No purchase in the last 12 months" in part
+    assert "No purchase in the last 12 months" in part and "Scores computed on" in part
 
     desk = office(app, creds, "desk1")
     assert desk.get(f"{BO}/value").status_code == 403
+    desk.get(f"{BO}/customers/{abcd['A']}")
+    assert desk.post(f"{BO}/value/refresh").status_code == 403
     # the desk sees the customer's score on the file, as before the rank
     assert 'data-score="83"' in desk.page(f"{BO}/customers/{abcd['A']}")
 

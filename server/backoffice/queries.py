@@ -13,7 +13,6 @@ from server.api.problems import Problem
 from server.cards.models import Card
 from server.cards.service import card_flags
 from server.customers.models import Customer, SurveyResponse
-from server.db import utcnow
 from server.devices.auth import Principal
 from server.loyalty import programmes
 from server.loyalty.models import PointsEntry, Purchase, PurchaseLine
@@ -124,7 +123,7 @@ def customer_file(main: Session, vault: Session, principal: Principal, customer_
         surveys=list(main.scalars(
             select(SurveyResponse).where(SurveyResponse.customer_id == customer_id)
             .order_by(SurveyResponse.id.desc()).limit(SURVEY_LIMIT))),
-        value=value_service.explain(main, programmes.current(main)[1], customer_id, utcnow()),
+        value=value_service.explain(main, programmes.current(main)[1], customer_id),
     )
 
 

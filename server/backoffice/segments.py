@@ -32,6 +32,7 @@ from server.segments import service
 from server.segments.models import NAME_MAX
 from server.segments.schemas import AGE_BANDS, Definition
 from server.stores.models import Store
+from server.value import service as value_service
 
 log = logging.getLogger(__name__)
 ST = T + "segments/"
@@ -183,7 +184,8 @@ def segments():
 def _form_page(form: SegmentForm, segment=None, counted: int | None = None, status: int = 200):
     export = ExportForm(formdata=None)
     return render_template(ST + "edit.html", form=form, segment=segment, counted=counted,
-                           export=export, purpose_fields=PURPOSE_FIELDS), status
+                           export=export, purpose_fields=PURPOSE_FIELDS,
+                           snapshot=value_service.snapshot(main_session())), status
 
 
 def _submit(form: SegmentForm, segment_id: int | None):

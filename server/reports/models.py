@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import CheckConstraint, Date, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    Integer,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.db import Base, UTCDateTime, utcnow
@@ -30,3 +38,32 @@ class AnonymousSales(Base):
     total_cents: Mapped[int] = mapped_column(Integer)  # net of that day's anonymous returns
     currency: Mapped[str] = mapped_column(String(3))
     reported_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class SalesDayState(Base):
+    """The zone ``sales_days`` is built in (one row, PostgreSQL only; none on SQLite, where the
+    reports read the purchases). A report uses ``sales_days`` only when it matches the
+    programme's zone; ``flask reports rebuild`` rebuilds it after the zone changes."""
+
+    __tablename__ = "sales_days_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    zone: Mapped[str] = mapped_column(String(64))
+    rebuilt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class SalesDay(Base):
+    """Net sales of one SKU in one store on one local day: lines sold less what refunds took
+    back from them (in the sale's day, as the reports count them). Written only by the
+    database's triggers (migration 0016), in the transaction of each purchase or refund line."""
+
+    __tablename__ = "sales_days"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    store_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sku: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    category: Mapped[str | None] = mapped_column(String(64))
+    lines: Mapped[int] = mapped_column(Integer)  # the row goes when its last line does
+    quantity_milli: Mapped[int] = mapped_column(BigInteger)
+    net_cents: Mapped[int] = mapped_column(BigInteger)

@@ -32,7 +32,8 @@ from server.privacy import consent
 from server.segments.models import Segment
 from server.segments.schemas import SEASONS, Definition
 from server.stores.models import Store
-from server.value.service import for_reports, scores
+from server.value.models import ValueScore
+from server.value.service import for_reports
 
 log = logging.getLogger(__name__)
 
@@ -120,18 +121,18 @@ def members(main: Session, definition: Definition, now: datetime) -> Select:
         query = query.where(Customer.tier.in_(d.tiers))
     if d.uses_purchases:
         query = query.where(Customer.id.in_(_purchases(main, d, programme, now)))
-    if d.uses_value:
-        s = scores(programme, now).subquery()
-        scored = select(s.c.customer_id)
+    if d.uses_value:  # the snapshot (server.value.service.refresh): one indexed table
+        v = ValueScore
+        scored = select(v.customer_id)
         if d.bands:
-            scored = scored.where(s.c.band.in_(d.bands))
+            scored = scored.where(v.band.in_(d.bands))
         if d.score_min is not None:
-            scored = scored.where(s.c.score >= d.score_min)
+            scored = scored.where(v.score >= d.score_min)
         if d.score_max is not None:
-            scored = scored.where(s.c.score <= d.score_max)
+            scored = scored.where(v.score <= d.score_max)
         condition = Customer.id.in_(scored)
         if "inactive" in d.bands and d.score_min is None and d.score_max is None:
-            condition = condition | Customer.id.not_in(select(s.c.customer_id))
+            condition = condition | Customer.id.not_in(select(v.customer_id))
         query = query.where(condition)
     return query
 
@@ -203,18 +204,17 @@ def export_rows(main: Session, definition: Definition, now: datetime,
 
     ``purpose``: only the members who granted it (the export is for that use).
     """
-    programme = programmes.current(main)[1]
     for_reports(main)
     found = members(main, definition, now)
     if purpose is not None:
         found = found.where(Customer.id.in_(consent.consenting(purpose)))
     found = found.subquery()
-    s = scores(programme, now).subquery()
+    v = ValueScore
     return main.execute(
         select(Customer.id.label("customer_id"), Customer.tier, Customer.points,
-               s.c.score, func.coalesce(s.c.band, "inactive").label("band"),
+               v.score, func.coalesce(v.band, "inactive").label("band"),
                Store.code.label("home_store"), Customer.language)
         .join(found, found.c.customer_id == Customer.id)
         .join(Store, Store.id == Customer.home_store_id)
-        .outerjoin(s, s.c.customer_id == Customer.id)
+        .outerjoin(v, v.customer_id == Customer.id)
         .order_by(Customer.id)).all()

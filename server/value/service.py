@@ -24,14 +24,35 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Integer, Select, case, cast, func, literal, null, select, text
+from sqlalchemy import (
+    Integer,
+    Select,
+    case,
+    cast,
+    delete,
+    func,
+    insert,
+    literal,
+    null,
+    select,
+    text,
+)
 from sqlalchemy.orm import Session
 
 from server.api.problems import Problem
 from server.customers.models import Customer
-from server.loyalty.models import Purchase, Refund
-from server.loyalty.programme import Programme, ValueRules, _add_months
+from server.db import utcnow
+from server.loyalty import programmes
+from server.loyalty.models import ProgrammeVersion, Purchase, Refund
+from server.loyalty.programme import (
+    Programme,
+    ValueRules,
+    _add_months,
+    default_programme,
+    load_programme,
+)
 from server.tickets.models import Ticket
+from server.value.models import ValueScore, ValueSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -144,27 +165,67 @@ def scores(programme: Programme, now: datetime) -> Select:
     return select(placed, band.label("band"))
 
 
-def ranking(main: Session, programme: Programme, now: datetime, limit: int = 100,
-            band: str | None = None) -> list:
-    """The best ``limit`` active customers (optionally of one band), best first."""
+# --------------------------------------------------------------------------- the snapshot
+
+# any constant: the key of the PostgreSQL advisory lock that serialises refreshes
+_REFRESH_LOCK = 0x76616C75
+
+
+def refresh(main: Session, now: datetime | None = None, actor: str = "job:value") -> ValueSnapshot:
+    """Replace the snapshot with ``scores()`` at ``now``, in the caller's transaction.
+
+    One ``DELETE`` and one ``INSERT ... SELECT``: readers see the old snapshot until the
+    caller commits, then the new one whole (PostgreSQL's MVCC; SQLite's single writer). Two
+    refreshes at once queue on an advisory lock instead of colliding on the primary key.
+    """
+    now = now or utcnow()
+    version, programme = programmes.current(main)
     for_reports(main)
+    if main.get_bind().dialect.name == "postgresql":
+        main.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _REFRESH_LOCK})
+    main.execute(delete(ValueSnapshot))
+    main.execute(delete(ValueScore))
     s = scores(programme, now).subquery()
-    query = select(s, Customer.tier).join(Customer, Customer.id == s.c.customer_id)
+    columns = [c.name for c in ValueScore.__table__.columns]
+    main.execute(insert(ValueScore).from_select(columns, select(*(s.c[c] for c in columns))))
+    counts = dict(main.execute(select(ValueScore.band, func.count()).group_by(ValueScore.band))
+                  .all())
+    live = main.scalar(select(func.count(Customer.id)).where(Customer.erased_at.is_(None))) or 0
+    snapshot = ValueSnapshot(computed_at=now, finished_at=utcnow(), programme_version=version,
+                             window_months=programme.value.window_months,
+                             active=sum(counts.values()), live=live, refreshed_by=actor,
+                             **{b: counts.get(b, 0) for b in BANDS if b != "inactive"})
+    main.add(snapshot)
+    main.flush()
+    log.info("value snapshot refreshed by %s: %d active customers of %d, programme version %s",
+             actor, snapshot.active, live, version)
+    return snapshot
+
+
+def snapshot(main: Session) -> ValueSnapshot | None:
+    """The snapshot's description (when, which programme, band counts), or None before the
+    first refresh."""
+    return main.scalar(select(ValueSnapshot).order_by(ValueSnapshot.id.desc()).limit(1))
+
+
+def ranking(main: Session, limit: int = 100, band: str | None = None) -> list:
+    """The best ``limit`` active customers of the snapshot (optionally of one band), best
+    first: an index range scan on ``(place, net_cents, customer_id)``."""
+    v = ValueScore
+    query = select(*v.__table__.c, Customer.tier).join(Customer, Customer.id == v.customer_id)
     if band:
-        query = query.where(s.c.band == band)
-    return main.execute(query.order_by(s.c.place, s.c.net_cents.desc(), s.c.customer_id)
+        query = query.where(v.band == band)
+    return main.execute(query.order_by(v.place, v.net_cents.desc(), v.customer_id)
                         .limit(limit)).all()
 
 
-def band_counts(main: Session, programme: Programme, now: datetime) -> dict[str, int]:
-    """How many active customers in each band (``inactive``: customers without purchases)."""
-    for_reports(main)
-    s = scores(programme, now).subquery()
-    counts = dict(main.execute(select(s.c.band, func.count()).group_by(s.c.band)).all())
-    active = sum(counts.values())
-    live = main.scalar(select(func.count(Customer.id)).where(Customer.erased_at.is_(None)))
-    counts["inactive"] = (live or 0) - active
-    return {b: counts.get(b, 0) for b in BANDS}
+def band_counts(found: ValueSnapshot | None) -> dict[str, int]:
+    """How many customers in each band at the snapshot (``inactive``: without purchases)."""
+    if found is None:
+        return {b: 0 for b in BANDS}
+    counts = {b: getattr(found, b) for b in BANDS if b != "inactive"}
+    counts["inactive"] = max(0, found.live - found.active)
+    return counts
 
 
 @dataclass(frozen=True)
@@ -192,42 +253,56 @@ class Explanation:
     window_months: int
     components: tuple[Component, ...]
     currency: str
+    computed_at: datetime | None = None  # the snapshot's moment; None: no snapshot yet
 
 
-def explain(main: Session, programme: Programme, customer_id: str,
-            now: datetime) -> Explanation:
-    """The customer's score, band and each component's raw value, score, weight, share.
+def _programme(main: Session, version: int) -> Programme:
+    """The programme of a stored version (0: the built-in default)."""
+    if version == 0:
+        return default_programme()
+    document = main.scalar(select(ProgrammeVersion.document)
+                           .where(ProgrammeVersion.id == version))
+    return load_programme(document, "json") if document is not None else default_programme()
+
+
+def explain(main: Session, programme: Programme, customer_id: str) -> Explanation:
+    """The customer's score, band and each component's raw value, score, weight, share, as
+    the snapshot has them (one row by primary key); without a snapshot, ``computed_at`` is
+    None and the customer is not scored.
 
     Raises:
         Problem: ``customer-not-found``.
     """
     if main.get(Customer, customer_id) is None:
         raise Problem("customer-not-found")
+    found = snapshot(main)
+    if found is not None and found.programme_version != programmes.current(main)[0]:
+        programme = _programme(main, found.programme_version)  # the weights it was made with
     rules = programme.value
-    for_reports(main)
-    s = scores(programme, now).subquery()
-    row = main.execute(select(s).where(s.c.customer_id == customer_id)).first()
-    active = main.scalar(select(func.count()).select_from(s)) if row is None else row.active
+    row = None if found is None else main.get(ValueScore, customer_id)
     if row is None:
-        return Explanation(customer_id, False, None, "inactive", None, active or 0,
-                           rules.window_months, (), programme.currency)
+        return Explanation(customer_id, False, None, "inactive", None,
+                           found.active if found else 0,
+                           found.window_months if found else rules.window_months, (),
+                           programme.currency, found.computed_at if found else None)
+    months = found.window_months
     w = rules.weights
     used = {"recency": w.recency, "frequency": w.frequency, "monetary": w.monetary,
             "support": w.support,
             "punctuality": 0 if row.punctuality is None else w.punctuality}
     total_weight = sum(used.values())
-    days = max(0, (now - row.last_at).days)
+    days = max(0, (found.computed_at - row.last_at).days)
     raw = {"recency": days, "frequency": row.purchases, "monetary": row.net_cents,
            "punctuality": row.on_time, "support": Decimal(row.load_milli) / 1000}
     texts = {
         "recency": f"last purchase {days} day(s) ago",
-        "frequency": f"{row.purchases} purchase(s) in {rules.window_months} months",
+        "frequency": f"{row.purchases} purchase(s) in {months} months",
         "monetary": f"{row.net_cents / 100:.2f} {programme.currency} spent, returns deducted",
         "punctuality": ("not an account customer" if row.on_time is None
                         else f"paid on time: {row.on_time}"),
         "support": f"{row.tickets} ticket(s) for {row.purchases} purchase(s)",
     }
-    params = {"days": days, "purchases": row.purchases, "months": rules.window_months,
+    params = {"days": days, "purchases": row.purchases, "months": months,
               "cents": row.net_cents, "currency": programme.currency, "tickets": row.tickets,
               "on_time": row.on_time}
     components = []
@@ -237,4 +312,4 @@ def explain(main: Session, programme: Programme, customer_id: str,
         components.append(Component(key, raw[key], score, getattr(w, key), used[key],
                                     share.quantize(Decimal("0.1")), texts[key], params))
     return Explanation(customer_id, True, row.score, row.band, row.place, row.active,
-                       rules.window_months, tuple(components), programme.currency)
+                       months, tuple(components), programme.currency, found.computed_at)
