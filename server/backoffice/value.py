@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 
 from flask import flash, redirect, render_template, request, url_for
-from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from flask_babel import ngettext
 
 from server.backoffice.blueprint import T, bp, nav, principal
 from server.backoffice.security import roles_required
@@ -57,5 +57,6 @@ def value_refresh():
     found = service.refresh(main, actor=who.actor)
     audit.record(main, who.actor, "value.refresh", None, view="backoffice:value",
                  detail={"active": found.active, "programme_version": found.programme_version})
-    flash(_("Value scores computed: %(active)s active customers.", active=found.active), "ok")
+    flash(ngettext("Value scores computed: %(num)d active customer.",
+                   "Value scores computed: %(num)d active customers.", found.active), "ok")
     return redirect(url_for("backoffice.value"), 303)
