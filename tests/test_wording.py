@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -69,7 +70,8 @@ def _explanation(days: int, purchases: int, months: int, tickets: int, customers
     return Explanation("C-TEST-0001", True, 50, "medium", 1, customers, months, (
         component("recency", days=days), component("frequency", purchases=purchases,
                                                    months=months),
-        component("support", tickets=tickets, purchases=purchases)), "EUR")
+        component("support", tickets=tickets, purchases=purchases)), "EUR",
+        computed_at=datetime(2026, 11, 24, 3, 15))  # as read from a snapshot
 
 
 def test_one_and_many_read_right_in_english(app):
