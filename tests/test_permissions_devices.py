@@ -32,7 +32,8 @@ KIOSK = {
 }
 AGENT = {
     "GET /": LOCAL, "GET /display": LOCAL, "GET /events": LOCAL, "GET /last": LOCAL,
-    "GET /metrics": LOCAL, "POST /purchases": LOCAL, "GET /queue": LOCAL,
+    "GET /metrics": LOCAL, "POST /purchases": LOCAL, "PUT /anonymous-sales": LOCAL,
+    "GET /queue": LOCAL,
     "GET /status": LOCAL, "POST /simulate": SIM,
 }
 CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
