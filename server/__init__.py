@@ -10,8 +10,10 @@ from flask import Flask, g, jsonify, request
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import IntegerConverter
 
 from server import db, i18n, ratelimit
+from server.api.body import ROW_ID_MAX
 from server.api.problems import Problem, from_problem, problem_response
 from server.config import load_config
 
@@ -25,6 +27,13 @@ _HTTP_SLUGS = {400: "bad-request", 404: "not-found", 405: "method-not-allowed",
                413: "payload-too-large", 415: "unsupported-media-type"}
 
 
+class RowIdConverter(IntegerConverter):
+    """``<int:...>`` bounded to the row ids the databases can hold (``ROW_ID_MAX``)."""
+
+    def __init__(self, url_map, fixed_digits=0, min=None, max=ROW_ID_MAX, signed=False):
+        super().__init__(url_map, fixed_digits, min, max, signed)
+
+
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the service. ``config`` overrides the environment (tests pass their databases).
 
@@ -32,6 +41,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     and key files are created on first use.
     """
     app = Flask(__name__, template_folder=str(TEMPLATES))
+    # every <int:...> in a URL is a row id: one beyond the integer keys is no page (404),
+    # not a database error (PostgreSQL's integer overflows at 2**31)
+    app.url_map.converters["int"] = RowIdConverter
     app.config.update(load_config(config))
     # to stderr (the journal) unless something already handles logs; never personal data
     logging.basicConfig(level=str(app.config["LOG_LEVEL"]).upper(),

@@ -145,6 +145,18 @@ def test_the_header_lists_each_roles_sections_in_a_fixed_order(app, creds, manag
         assert _header_sections(office(app, creds, username).page(BO + "/")) == sections, username
 
 
+def test_ids_beyond_the_integer_keys_are_no_page_not_a_500(app, creds, admin):
+    """Every ``<int:...>`` of a URL is bounded to the row ids (PostgreSQL's integer: 2**31):
+    a larger one reached the database and failed there (the fuzzing found it in the API)."""
+    o = office(app, creds, admin)
+    for path in ("/admin/stores/{}", "/admin/staff/{}", "/tickets/{}", "/campaigns/{}",
+                 "/segments/{}", "/admin/programme/versions/{}"):
+        for big in (2**31, 10**20):
+            assert o.get(BO + path.format(big)).status_code == 404, path
+    # the largest id is a route like any other: no such store, back to the list
+    assert o.get(BO + "/admin/stores/2147483647").status_code == 303
+
+
 def test_forms_without_csrf_are_refused(app, creds, admin):
     adm = office(app, creds, admin)
     r = adm.post(BO + "/admin/stores", {"code": "NOCSRF", "name": "x", "country": "FR"},

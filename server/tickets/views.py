@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, g, jsonify
 
-from server.api.body import ROW_ID_MAX, parse_body
+from server.api.body import parse_body
 from server.api.problems import Problem
 from server.api.replies import created
 from server.customers.models import Customer
@@ -44,7 +44,7 @@ def open_ticket(customer_id: str):
     return created(service.as_dict(main, ticket, notes=service.history(main, ticket.id)), True)
 
 
-@bp.get(f"/tickets/<int(max={ROW_ID_MAX}):ticket_id>")
+@bp.get("/tickets/<int:ticket_id>")
 @require(*TICKET_ROLES)
 def get_ticket(ticket_id: int):
     """One ticket with its history of notes and changes."""
@@ -53,7 +53,7 @@ def get_ticket(ticket_id: int):
     return jsonify(service.as_dict(main, ticket, notes=service.history(main, ticket_id)))
 
 
-@bp.patch(f"/tickets/<int(max={ROW_ID_MAX}):ticket_id>")
+@bp.patch("/tickets/<int:ticket_id>")
 @require(*TICKET_ROLES)
 def change_ticket(ticket_id: int):
     """Change the status, assignee or due date (each change goes into the history)."""
@@ -70,7 +70,7 @@ def change_ticket(ticket_id: int):
     return jsonify(service.as_dict(main, ticket, notes=service.history(main, ticket_id)))
 
 
-@bp.post(f"/tickets/<int(max={ROW_ID_MAX}):ticket_id>/notes")
+@bp.post("/tickets/<int:ticket_id>/notes")
 @require(*TICKET_ROLES)
 def add_note(ticket_id: int):
     """Add a note to the ticket's history."""
