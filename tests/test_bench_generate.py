@@ -99,6 +99,43 @@ def test_generated_data_is_valid_for_the_app(generated):
     assert _scalar(app, "SELECT count(*) FROM visits") > 0
 
 
+def test_sales_days_agree_with_the_generated_purchases(generated):
+    """The load skips the sales_days triggers (session_replication_role = replica): the
+    generator rebuilds it at the end, so the best sellers read what the purchases say.
+    SQLite keeps no sales_days (its reports read the purchases)."""
+    app, _info = generated
+    if app.extensions["loyalty.db"].main.dialect.name != "postgresql":
+        assert _scalar(app, "SELECT count(*) FROM sales_days") == 0
+        return
+    from server.loyalty import programmes
+
+    with app.app_context(), Session(app.extensions["loyalty.db"].main) as main:
+        zone = programmes.current(main)[1].timezone
+    assert _scalar(app, "SELECT zone FROM sales_days_state WHERE id = 1") == zone
+    assert _scalar(app, "SELECT sum(lines) FROM sales_days") == \
+        _scalar(app, "SELECT count(*) FROM purchase_lines") > 0
+    # per store and SKU, the lines net of their refunds (the days: the rebuild's own zone)
+    assert _scalar(app, """
+        WITH lines AS (
+            SELECT p.store_id, l.sku, count(*) AS n,
+                   sum(l.quantity_milli - coalesce((SELECT sum(r.quantity_milli)
+                       FROM refund_lines r WHERE r.line_id = l.id), 0)) AS q,
+                   sum(l.net_cents - coalesce((SELECT sum(r.amount_cents)
+                       FROM refund_lines r WHERE r.line_id = l.id), 0)) AS c
+            FROM purchase_lines l JOIN purchases p ON p.id = l.purchase_id
+            GROUP BY p.store_id, l.sku),
+        days AS (SELECT store_id, sku, sum(lines) AS n, sum(quantity_milli) AS q,
+                        sum(net_cents) AS c FROM sales_days GROUP BY store_id, sku)
+        SELECT count(*) FROM lines FULL JOIN days USING (store_id, sku)
+        WHERE lines.n IS DISTINCT FROM days.n OR lines.q IS DISTINCT FROM days.q
+           OR lines.c IS DISTINCT FROM days.c""") == 0
+    assert _scalar(app, """SELECT count(*) FROM (SELECT DISTINCT
+        (timezone(:zone, p.paid_at))::date, p.store_id FROM purchases p
+        WHERE EXISTS (SELECT 1 FROM purchase_lines l WHERE l.purchase_id = p.id)) x""",
+                   zone=zone) == \
+        _scalar(app, "SELECT count(*) FROM (SELECT DISTINCT day, store_id FROM sales_days) x")
+
+
 def test_a_generated_card_taps_and_buys(generated):
     app, info = generated
     client = app.test_client()

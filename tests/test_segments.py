@@ -396,3 +396,48 @@ def test_an_admin_sets_a_store_region_that_segments_use(app, api, creds, admin):
                                           NOW)).all()
     assert found == [cid]
     assert "Île-de-France" in o.page(f"{BO}/segments/new")
+
+
+def test_consenting_is_decided_by_the_latest_row_per_customer_and_purpose(app, creds):
+    """The ledger query the segments, campaigns and exports share: the newest row of each
+    (customer, purpose) decides, whatever the older ones or the other purposes say; the
+    erased are out whatever the ledger says."""
+    from server.customers.models import Customer
+    from server.privacy.models import Consent
+
+    data = Data(app, creds)
+    s = data.session
+    ids = {name: data.customer(code) for name, code in
+           [("yes", "1"), ("withdrawn", "2"), ("again", "3"), ("never", "4"), ("other", "5"),
+            ("erased", "6"), ("no_row", "7")]}
+
+    def row(name: str, purpose: str, granted: bool) -> None:
+        s.add(Consent(customer_id=ids[name], purpose=purpose, granted=granted,
+                      text_version=VERSION, language="fr", channel="desk"))
+        s.flush()
+
+    row("yes", "marketing_email", True)
+    row("withdrawn", "marketing_email", True)
+    row("withdrawn", "marketing_email", False)
+    row("again", "marketing_email", False)
+    row("again", "marketing_email", True)
+    row("again", "marketing_sms", False)  # a newer row of another purpose changes nothing
+    row("never", "marketing_email", False)
+    row("other", "marketing_sms", True)
+    row("erased", "marketing_email", True)
+    s.execute(update(Customer).where(Customer.id == ids["erased"]).values(erased_at=NOW))
+    s.commit()
+    try:
+        assert set(s.scalars(consent.consenting("marketing_email"))) == \
+            {ids["yes"], ids["again"]}
+        assert set(s.scalars(consent.consenting("marketing_sms"))) == {ids["other"]}
+        # narrowed by the caller (as the contact export does, by chunks of ids)
+        chunk = [ids["again"], ids["withdrawn"]]
+        assert set(s.scalars(consent.consenting("marketing_email")
+                             .where(Consent.customer_id.in_(chunk)))) == {ids["again"]}
+        # as a segment uses it: customers whose id is in it
+        assert set(s.scalars(select(Customer.id).where(
+            Customer.id.in_(consent.consenting("marketing_email"))))) == \
+            {ids["yes"], ids["again"]}
+    finally:
+        s.close()

@@ -12,8 +12,8 @@ from datetime import date
 from functools import cache
 from pathlib import Path
 
-from sqlalchemy import Select, and_, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, and_, exists, func, select, update
+from sqlalchemy.orm import Session, aliased
 
 from server.api.problems import Problem
 from server.customers.models import Customer
@@ -61,15 +61,21 @@ def consenting(purpose: str) -> Select:
     """``SELECT customer_id`` of every customer whose latest decision for ``purpose`` is yes.
 
     Erased customers are left out whatever the ledger says.
+
+    "Latest" is "no newer row for the same customer and purpose" (``NOT EXISTS``) rather than
+    a ``max(id)`` grouped over the whole ledger: with the index on (customer_id, purpose, id)
+    the database checks a few candidates by index instead of aggregating every customer's
+    decisions (a segment over 1M customers: 4M ledger rows aggregated, twice).
     """
     if purpose not in PURPOSES:
         raise ValueError(purpose)
-    latest = latest_ids(purpose)
+    newer = aliased(Consent)
     return (select(Consent.customer_id)
-            .join(latest, latest.c.id == Consent.id)
             .join(Customer, and_(Customer.id == Consent.customer_id,
                                  Customer.erased_at.is_(None)))
-            .where(Consent.granted.is_(True)))
+            .where(Consent.purpose == purpose, Consent.granted.is_(True),
+                   ~exists().where(newer.customer_id == Consent.customer_id,
+                                   newer.purpose == purpose, newer.id > Consent.id)))
 
 
 def current(session: Session, customer_id: str) -> dict[str, dict]:
