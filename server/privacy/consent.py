@@ -12,7 +12,7 @@ from datetime import date
 from functools import cache
 from pathlib import Path
 
-from sqlalchemy import Select, and_, exists, func, select, update
+from sqlalchemy import Select, and_, exists, select, update
 from sqlalchemy.orm import Session, aliased
 
 from server.api.problems import Problem
@@ -46,15 +46,6 @@ def check_version(version: str) -> None:
         raise Problem("consent-version-unknown",
                       f"consent text version {version!r} is not published",
                       known=sorted(texts()["versions"]))
-
-
-def latest_ids(purpose: str | None = None):
-    """A subquery: the id of the latest ledger row per (customer, purpose)."""
-    query = select(func.max(Consent.id).label("id")).group_by(Consent.customer_id,
-                                                             Consent.purpose)
-    if purpose is not None:
-        query = query.where(Consent.purpose == purpose)
-    return query.subquery()
 
 
 def consenting(purpose: str) -> Select:
