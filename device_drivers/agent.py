@@ -673,17 +673,23 @@ def purchases():
     # made here when the POS gave none, before any attempt; a late purchase is dated paid
     body = {**data, "event_id": str(data.get("event_id") or uuid.uuid4()),
             "paid_at": data.get("paid_at") or datetime.now(UTC).isoformat()}
+    return _deliver(lambda agent: agent.purchase(body), body, "the purchase", 201)
+
+
+def _deliver(send, body: dict, what: str, sent_status: int):
+    """Hand ``body`` to the agent (``send(agent)``) and answer as the local API does: the
+    service's answer, or 202 queued, or the service's refusal, or 503 if nothing took it."""
     try:
-        delivery = _agent().purchase(body)
+        delivery = send(_agent())
     except AgentNotStarted:
         return _problem(503, "agent-starting", "The agent is starting; try again")
     except OutboxError as exc:
         return _problem(503, "queue-unavailable",
-                        "The service is unreachable and the purchase could not be recorded",
+                        f"The service is unreachable and {what} could not be recorded",
                         str(exc), event_id=body["event_id"])
     if delivery.outcome == "sent":
         return jsonify({**(delivery.answer or {}), "event_id": delivery.event_id,
-                        "queued": False}), 201
+                        "queued": False}), sent_status
     if delivery.outcome == "queued":
         return jsonify({"queued": True, "event_id": delivery.event_id,
                         "queue_depth": delivery.depth}), 202
@@ -759,25 +765,7 @@ def anonymous_sales():
     # after the first, not be taken for it
     body = {**data, "event_id": str(data.get("event_id") or uuid.uuid4()),
             "total": str(data["total"])}
-    try:
-        delivery = _agent().anonymous_sales(body)
-    except AgentNotStarted:
-        return _problem(503, "agent-starting", "The agent is starting; try again")
-    except OutboxError as exc:
-        return _problem(503, "queue-unavailable",
-                        "The service is unreachable and the totals could not be recorded",
-                        str(exc), event_id=body["event_id"])
-    if delivery.outcome == "sent":
-        return jsonify({**(delivery.answer or {}), "event_id": delivery.event_id,
-                        "queued": False}), 200
-    if delivery.outcome == "queued":
-        return jsonify({"queued": True, "event_id": delivery.event_id,
-                        "queue_depth": delivery.depth}), 202
-    problem = delivery.problem or {}
-    return _problem(int(problem.get("status") or 422), str(problem.get("type")),
-                    str(problem.get("title")), problem.get("detail"),
-                    event_id=delivery.event_id,
-                    **({"errors": problem["errors"]} if problem.get("errors") else {}))
+    return _deliver(lambda agent: agent.anonymous_sales(body), body, "the totals", 200)
 
 
 @bp.get("/events")
