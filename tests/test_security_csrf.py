@@ -12,6 +12,7 @@ page of another site cannot send without a CORS preflight the agent never grants
 from __future__ import annotations
 
 import pytest
+from werkzeug.routing import IntegerConverter
 
 from tests.test_backoffice import BO, office
 
@@ -33,8 +34,7 @@ def state_changing_rules(app):
 def path_of(rule) -> str:
     values = {}
     for name, converter in rule._converters.items():  # noqa: SLF001 - werkzeug's own map
-        kind = type(converter).__name__.lower()
-        values[name] = SAMPLE["int"] if "integer" in kind else (
+        values[name] = SAMPLE["int"] if isinstance(converter, IntegerConverter) else (
             "block" if name == "action" else SAMPLE["default"])
     return rule.build(values, append_unknown=False)[1]
 
