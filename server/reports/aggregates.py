@@ -1,5 +1,5 @@
 """``sales_days``: the daily net sales per store and SKU that the best sellers rank from on
-PostgreSQL. The database's triggers (migration 0016) keep it in the transaction of every
+PostgreSQL. The database's triggers (migration 0017) keep it in the transaction of every
 purchase line, refund line or change of a purchase's date or store, so it is exact at every
 commit and cannot miss a late one; ``rebuild`` computes it whole again (after a change of the
 programme's time zone, or a bulk load made with the triggers disabled)."""
@@ -17,7 +17,8 @@ from server.reports.models import SalesDay, SalesDayState
 
 log = logging.getLogger(__name__)
 
-# as migration 0016's: the lines net of their refunds, by local day in the state's zone
+# as migration 0017's (a migration keeps its own frozen copy): the lines net of their
+# refunds, by local day in the state's zone
 REBUILD = """
 INSERT INTO sales_days (day, store_id, sku, name, category, lines, quantity_milli, net_cents)
 SELECT (timezone((SELECT zone FROM sales_days_state WHERE id = 1), p.paid_at))::date,

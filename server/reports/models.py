@@ -55,7 +55,7 @@ class SalesDayState(Base):
 class SalesDay(Base):
     """Net sales of one SKU in one store on one local day: lines sold less what refunds took
     back from them (in the sale's day, as the reports count them). Written only by the
-    database's triggers (migration 0016), in the transaction of each purchase or refund line."""
+    database's triggers (migration 0017), in the transaction of each purchase or refund line."""
 
     __tablename__ = "sales_days"
 
