@@ -7,7 +7,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -20,6 +20,7 @@ from server.cards.sun_keys import SunKeyring, load_sun_keyring, verify_any
 from server.customers.models import Customer
 from server.db import flush_or_replay, utcnow
 from server.devices.auth import Principal
+from server.hotsql import Prepared
 from server.privacy import audit
 from server.secrets_file import KeyMap, WatchedFile
 from server.staff.models import CARD_ROLES
@@ -31,6 +32,7 @@ CARD_SELECT = select(
     cards.c.nfc_uid, cards.c.customer_id, cards.c.replaced_by, cards.c.sun,
     customers.c.tier, customers.c.points, customers.c.language, customers.c.tier_review_at,
 ).select_from(cards.join(customers, customers.c.id == cards.c.customer_id))
+_CARD_BY_ID = Prepared(CARD_SELECT.where(cards.c.id == bindparam("card_id")))
 
 
 def keyring() -> CardKeyring:
@@ -299,7 +301,7 @@ def card_by_token(main: Session, text: str):
         _key_id, card_id, generation = token.decode(text, keyring().keys)
     except token.InvalidToken as exc:
         raise Problem(exc.code, str(exc)) from None
-    row = main.execute(CARD_SELECT.where(cards.c.id == card_id.hex())).first()
+    row = _CARD_BY_ID.first(main, card_id=card_id.hex())
     if row is None:
         raise Problem("card-not-found", "this card is not known to the loyalty service")
     return row, generation
@@ -428,10 +430,13 @@ def record_flag(main: Session, *, customer_id: str, card_id: str, kind: str, sto
         own.commit()
 
 
+_FLAGS = Prepared(
+    select(card_flags.c.kind).distinct()
+    .join(cards, cards.c.id == card_flags.c.card_id)
+    .where(card_flags.c.customer_id == bindparam("customer_id"), cards.c.status == "active")
+    .order_by(card_flags.c.kind))
+
+
 def customer_flags(main: Session, customer_id: str) -> list[str]:
     """The kinds of flag on the customer's active cards (a replacement card starts clean)."""
-    return list(main.scalars(
-        select(card_flags.c.kind).distinct()
-        .join(cards, cards.c.id == card_flags.c.card_id)
-        .where(card_flags.c.customer_id == customer_id, cards.c.status == "active")
-        .order_by(card_flags.c.kind)))
+    return [row.kind for row in _FLAGS.all(main, customer_id=customer_id)]

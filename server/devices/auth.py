@@ -19,12 +19,13 @@ from functools import cache, wraps
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import g, request
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from server.api.problems import Problem
 from server.db import main_session
 from server.devices.models import Device
+from server.hotsql import Prepared
 from server.staff import lockout
 from server.staff.models import Staff
 from server.stores.models import Store
@@ -128,6 +129,13 @@ def verify_staff(session: Session, username: str, password: str, *,
     return StaffMember(row.id, row.username, row.role)
 
 
+# every device request starts here: compiled once (server/hotsql.py)
+_DEVICE = Prepared(
+    select(Device.id, Device.role, Device.store_id, Store.code, Store.country)
+    .join(Store, Store.id == Device.store_id)
+    .where(Device.key_hash == bindparam("key_hash"), Device.revoked_at.is_(None)))
+
+
 def authenticate() -> Principal:
     """Identify the caller of the current request.
 
@@ -139,11 +147,7 @@ def authenticate() -> Principal:
     session = main_session()
     if scheme.lower() == "bearer" and value:
         # the store's code comes with the device: the tap needs it, in the same read
-        row = session.execute(
-            select(Device.id, Device.role, Device.store_id, Store.code, Store.country)
-            .join(Store, Store.id == Device.store_id)
-            .where(Device.key_hash == hash_key(value.strip()), Device.revoked_at.is_(None))
-        ).first()
+        row = _DEVICE.first(session, key_hash=hash_key(value.strip()))
         if row is None:
             raise Problem("invalid-credentials", "unknown or revoked device key")
         staff = None

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from server.api.problems import Problem
 from server.customers.models import Customer
+from server.hotsql import Prepared
 from server.loyalty.models import PointsEntry
 
 customers, ledger = Customer.__table__, PointsEntry.__table__
@@ -68,7 +69,7 @@ def ledger_sum(main: Session, customer_id: str) -> int:
 
 def qualifying_points(main: Session, customer_id: str, since: datetime) -> int:
     """Points earned since ``since``, less those returns took back: what tiers are made of."""
-    return main.scalar(_QUALIFYING, {"customer_id": customer_id, "since": since})
+    return _QUALIFYING.scalar(main, customer_id=customer_id, since=since)
 
 
 def lot_reversal(entries_table=None):
@@ -87,18 +88,18 @@ def expirable(main: Session, customer_id: str, until: datetime) -> int:
     them expires. Earlier expiries count as spending, so running an expiry twice expires
     nothing the second time.
     """
-    due, debits = main.execute(_EXPIRABLE, {"customer_id": customer_id, "until": until}).one()
+    due, debits = _EXPIRABLE.one(main, customer_id=customer_id, until=until)
     return max(0, due - debits)
 
 
 # Built once: a tap reads both (DESIGN.md, the hot path), and building a statement costs
 # more than SQLite takes to run it. One pass over the customer's entries for both sums.
-_QUALIFYING = select(func.coalesce(func.sum(ledger.c.delta), 0)).where(
+_QUALIFYING = Prepared(select(func.coalesce(func.sum(ledger.c.delta), 0)).where(
     ledger.c.customer_id == bindparam("customer_id"), ledger.c.kind.in_(QUALIFYING),
-    ledger.c.at >= bindparam("since"))
-_EXPIRABLE = select(
+    ledger.c.at >= bindparam("since")))
+_EXPIRABLE = Prepared(select(
     func.coalesce(func.sum(ledger.c.delta).filter(
         ledger.c.expires_at.is_not(None), ledger.c.expires_at <= bindparam("until"),
         (ledger.c.delta > 0) | lot_reversal()), 0),
     func.coalesce(-func.sum(ledger.c.delta).filter(ledger.c.delta < 0, ~lot_reversal()), 0),
-).where(ledger.c.customer_id == bindparam("customer_id"))
+).where(ledger.c.customer_id == bindparam("customer_id")))

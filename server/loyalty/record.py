@@ -8,6 +8,7 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from server.customers.models import Customer
+from server.hotsql import Prepared
 from server.loyalty import ledger, programmes
 from server.loyalty.models import Purchase
 from server.loyalty.programme import (
@@ -27,16 +28,20 @@ customers, purchases, stores, visits = (Customer.__table__, Purchase.__table__,
                                         Store.__table__, Visit.__table__)
 
 # the record's reads, built once: on a tap, building a statement costs more than running it
-_RECENT = (select(purchases.c.id, purchases.c.paid_at, purchases.c.total_cents,
+_RECENT = Prepared(select(purchases.c.id, purchases.c.paid_at, purchases.c.total_cents,
                   purchases.c.currency, purchases.c.points_earned, stores.c.code)
            .join(stores, stores.c.id == purchases.c.store_id)
            .where(purchases.c.customer_id == bindparam("customer_id"))
            .order_by(purchases.c.paid_at.desc(), purchases.c.id.desc()).limit(RECENT))
-_BY_STORE = (select(stores.c.code, func.count().label("visits"))
+_BY_STORE = Prepared(select(stores.c.code, func.count().label("visits"))
              .join(visits, visits.c.store_id == stores.c.id)
              .where(visits.c.customer_id == bindparam("customer_id"))
              .group_by(stores.c.code).order_by(func.count().desc()))
-_DEBT = select(customers.c.points_debt).where(customers.c.id == bindparam("customer_id"))
+_DEBT = Prepared(select(customers.c.points_debt)
+                 .where(customers.c.id == bindparam("customer_id")))
+_LAST_COUNTED = Prepared(select(customers.c.last_counted_visit_at)
+                         .where(customers.c.id == bindparam("customer_id"))
+                         .with_for_update(key_share=True))
 
 
 def count_visit(main: Session, customer_id: str, store_id: int, store_code: str,
@@ -46,8 +51,7 @@ def count_visit(main: Session, customer_id: str, store_id: int, store_code: str,
     # locked (FOR NO KEY UPDATE: the visit's foreign key already holds a KEY SHARE lock on
     # PostgreSQL; SQLite holds the write lock since the visit's insert): two taps at the
     # same instant must not both see the old last visit and both earn
-    last = main.scalar(select(customers.c.last_counted_visit_at)
-                       .where(customers.c.id == customer_id).with_for_update(key_share=True))
+    last = _LAST_COUNTED.scalar(main, customer_id=customer_id)
     points = visit_points(programme, store=store_code, at=now, last_counted_visit=last)
     if not points:
         return 0
@@ -77,8 +81,8 @@ def loyalty_view(main: Session, customer_id: str, *, tier: str, points: int, sto
         if reward.cost <= points:
             rewards.append({"code": reward.code, "name": reward.name, "kind": reward.kind,
                             "cost": reward.cost})
-    recent = main.execute(_RECENT, {"customer_id": customer_id}).all()
-    by_store = main.execute(_BY_STORE, {"customer_id": customer_id}).all()
+    recent = _RECENT.all(main, customer_id=customer_id)
+    by_store = _BY_STORE.all(main, customer_id=customer_id)
     return {
         # the customer display speaks the customer's language
         "tier_name": programme.tier_name(tier, language),
@@ -93,7 +97,7 @@ def loyalty_view(main: Session, customer_id: str, *, tier: str, points: int, sto
             "by": (now + EXPIRY_NOTICE).date().isoformat(),
         },
         # points a return took back after they were spent, paid from the next earnings
-        "points_owed": main.scalar(_DEBT, {"customer_id": customer_id}) or 0,
+        "points_owed": _DEBT.scalar(main, customer_id=customer_id) or 0,
         "rewards_available": rewards,
         "recent_purchases": [
             {"purchase_id": p.id, "paid_at": p.paid_at.isoformat(), "store": p.code,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -28,6 +28,7 @@ from server.cards.service import (
 from server.customers.models import Customer
 from server.customers.service import summary
 from server.devices.auth import Principal
+from server.hotsql import Prepared
 from server.loyalty import programmes
 from server.loyalty.record import count_visit, loyalty_view
 from server.stores.models import Store
@@ -39,6 +40,18 @@ from server.tickets.models import OPEN_STATUSES, Ticket
 cards, customers, visits = Card.__table__, Customer.__table__, Visit.__table__
 tickets = Ticket.__table__
 OPEN_TICKETS = 5
+# the tap's statements, compiled once (server/hotsql.py: the hot path of DESIGN.md)
+_VISIT = Prepared(insert(visits).values(
+    {c: bindparam(c) for c in ("event_id", "customer_id", "card_id", "store_id", "device_id",
+                               "reader", "method", "weak", "tapped_at", "recorded_at")})
+    .returning(visits.c.id))
+_STANDING = Prepared(select(customers.c.tier, customers.c.points)
+                     .where(customers.c.id == bindparam("customer_id")))
+_OPEN_TICKETS = Prepared(
+    select(tickets.c.id, tickets.c.kind, tickets.c.status, tickets.c.subject, tickets.c.due_date)
+    .where(tickets.c.customer_id == bindparam("customer_id"),
+           tickets.c.status.in_(OPEN_STATUSES))
+    .order_by(tickets.c.created_at.desc(), tickets.c.id.desc()).limit(OPEN_TICKETS))
 
 
 def _card_by_uid(main: Session, device: Principal, uid: str):
@@ -97,11 +110,7 @@ def open_tickets(main: Session, customer_id: str, now: datetime) -> list[dict]:
     """The customer's open tickets, newest first (at most 5): one read of an index."""
     _, programme = programmes.current(main)  # cached: the local date costs no query
     today = now.astimezone(programme.zone).date()
-    rows = main.execute(
-        select(tickets.c.id, tickets.c.kind, tickets.c.status, tickets.c.subject,
-               tickets.c.due_date)
-        .where(tickets.c.customer_id == customer_id, tickets.c.status.in_(OPEN_STATUSES))
-        .order_by(tickets.c.created_at.desc(), tickets.c.id.desc()).limit(OPEN_TICKETS)).all()
+    rows = _OPEN_TICKETS.all(main, customer_id=customer_id)
     return [{"id": r.id, "kind": r.kind, "status": r.status, "subject": r.subject,
              "due_date": r.due_date.isoformat() if r.due_date else None,
              "overdue": r.due_date is not None and r.due_date < today} for r in rows]
@@ -109,8 +118,7 @@ def open_tickets(main: Session, customer_id: str, now: datetime) -> list[dict]:
 
 def _record(main: Session, vault: Session, row, store_code: str, flags: list[str],
             visit_id: int, replayed: bool, now: datetime) -> dict:
-    tier, points = main.execute(select(customers.c.tier, customers.c.points)
-                                .where(customers.c.id == row.customer_id)).one()
+    tier, points = _STANDING.one(main, customer_id=row.customer_id)
     flags = flags + [f for f in customer_flags(main, row.customer_id) if f not in flags]
     return {
         **summary(vault, row.customer_id, row.language, tier, points),
@@ -166,11 +174,10 @@ def tap(main: Session, vault: Session, device: Principal, req: TapIn) -> dict:
     replayed = False
     store_code = device.store_code
     try:
-        visit_id = main.execute(insert(visits).values(
-            event_id=event_id, customer_id=row.customer_id, card_id=row.id,
+        visit_id = _VISIT.scalar(
+            main, event_id=event_id, customer_id=row.customer_id, card_id=row.id,
             store_id=device.store_id, device_id=device.id, reader=req.reader, method=method,
-            weak="weak" in flags, tapped_at=req.tapped_at, recorded_at=now,
-        )).inserted_primary_key[0]
+            weak="weak" in flags, tapped_at=req.tapped_at, recorded_at=now)
         count_visit(main, row.customer_id, device.store_id, store_code, visit_id, device.id, at)
     except IntegrityError:
         main.rollback()

@@ -16,14 +16,20 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
+from server.hotsql import Prepared
 from server.taps.models import Visit
 
 visits = Visit.__table__
 # an agent can queue taps for a long outage; older tap times are taken as this old
 MAX_TAP_AGE = timedelta(days=7)
+_RECENT = Prepared(
+    select(visits.c.store_id, func.coalesce(visits.c.tapped_at, visits.c.recorded_at).label("at"))
+    .where(visits.c.card_id == bindparam("card_id"), visits.c.recorded_at > bindparam("since"),
+           visits.c.event_id != bindparam("event_id"))
+    .order_by(visits.c.recorded_at.desc()).limit(bindparam("n")))
 
 
 def tap_time(tapped_at: datetime | None, now: datetime) -> datetime:
@@ -41,12 +47,8 @@ def check(main: Session, card_id: str, store_id: int, event_id: str, at: datetim
     limit, window = int(config["CARD_TAP_LIMIT"]), int(config["CARD_TAP_WINDOW"])
     stores = timedelta(minutes=int(config["CLONE_STORE_MINUTES"]))
     span = max(timedelta(seconds=window), stores)
-    when = func.coalesce(visits.c.tapped_at, visits.c.recorded_at)
-    recent = main.execute(
-        select(visits.c.store_id, when.label("at"))
-        .where(visits.c.card_id == card_id, visits.c.recorded_at > at - span,
-               visits.c.event_id != event_id)
-        .order_by(visits.c.recorded_at.desc()).limit(max(limit, 1) * 4)).all()
+    recent = _RECENT.all(main, card_id=card_id, since=at - span, event_id=event_id,
+                         n=max(limit, 1) * 4)
     near = [r for r in recent if abs(_aware(r.at) - at) <= timedelta(seconds=window)]
     if limit and len(near) >= limit:
         return "card-tap-rate", {"taps": len(near) + 1, "seconds": window}

@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 
 from flask import current_app
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from server.db import on_main_failure, utcnow
+from server.hotsql import Prepared
 from server.secrets_file import KeyMap, WatchedFile
 from server.vault.crypto import (
     VaultKeys,
@@ -160,12 +161,15 @@ def reindex(session: Session, countries: dict[str, str], default: str) -> tuple[
     return len(rows), changed
 
 
+# read on every tap (the display name): compiled once, see server/hotsql.py
+_RECORD = Prepared(
+    select(VaultRecord.master_key_id, VaultRecord.wrapped_key, VaultRecord.ciphertext)
+    .where(VaultRecord.customer_id == bindparam("customer_id")))
+
+
 def read_personal_data(session: Session, customer_id: str) -> dict | None:
     """Decrypt one customer's personal data, or ``None`` if there is none (erased)."""
-    row = session.execute(
-        select(VaultRecord.master_key_id, VaultRecord.wrapped_key, VaultRecord.ciphertext)
-        .where(VaultRecord.customer_id == customer_id)
-    ).first()
+    row = _RECORD.first(session, customer_id=customer_id)
     if row is None:
         return None
     return decrypt_record(vault_keys(), customer_id, row[0], row[1], row[2])
