@@ -34,6 +34,19 @@ class InsufficientPoints(Problem):
                          balance=balance, needed=wanted)
 
 
+# what an entry may point at (``post``'s ``**refs``)
+REFS = ("store_id", "purchase_id", "refund_id", "redemption_id", "visit_id", "device_id",
+        "staff_id", "event_id")
+# every purchase, visit, redemption and return posts: compiled once (server/hotsql.py)
+_MOVE = Prepared(update(customers)
+                 .where(customers.c.id == bindparam("customer_id"),
+                        customers.c.points + bindparam("delta") >= 0)
+                 .values(points=customers.c.points + bindparam("delta")))
+_ENTRY = Prepared(insert(ledger).values(
+    {c: bindparam(c) for c in ("customer_id", "delta", "kind", "reason", "at", "expires_at",
+                               *REFS)}).returning(ledger.c.id))
+
+
 def post(main: Session, customer_id: str, delta: int, kind: str, *, reason: str | None = None,
          at: datetime | None = None, expires_at: datetime | None = None, **refs) -> int:
     """Add one ledger entry and move the balance by ``delta``; returns the entry id.
@@ -45,16 +58,14 @@ def post(main: Session, customer_id: str, delta: int, kind: str, *, reason: str 
         raise ValueError(f"unknown ledger kind {kind!r}")
     if delta == 0:
         raise ValueError("a ledger entry moves points")
-    result = main.execute(
-        update(customers)
-        .where(customers.c.id == customer_id, customers.c.points + delta >= 0)
-        .values(points=customers.c.points + delta))
-    if result.rowcount != 1:
+    unknown = set(refs) - set(REFS)
+    if unknown:
+        raise TypeError(f"a ledger entry has no {', '.join(sorted(unknown))}")
+    if _MOVE.run(main, customer_id=customer_id, delta=delta) != 1:
         raise InsufficientPoints(balance(main, customer_id), -delta)
-    return main.execute(insert(ledger).values(
-        customer_id=customer_id, delta=delta, kind=kind, reason=reason,
-        at=at or datetime.now(UTC), expires_at=expires_at, **refs,
-    )).inserted_primary_key[0]
+    return _ENTRY.scalar(main, customer_id=customer_id, delta=delta, kind=kind, reason=reason,
+                         at=at or datetime.now(UTC), expires_at=expires_at,
+                         **{**dict.fromkeys(REFS), **refs})
 
 
 def balance(main: Session, customer_id: str) -> int:

@@ -18,7 +18,7 @@ from server.loyalty.programme import (
     visit_points,
     window_start,
 )
-from server.loyalty.service import credit, update_tier
+from server.loyalty.service import credit, settle_tier
 from server.stores.models import Store
 from server.taps.models import Visit
 
@@ -39,9 +39,12 @@ _BY_STORE = Prepared(select(stores.c.code, func.count().label("visits"))
              .group_by(stores.c.code).order_by(func.count().desc()))
 _DEBT = Prepared(select(customers.c.points_debt)
                  .where(customers.c.id == bindparam("customer_id")))
-_LAST_COUNTED = Prepared(select(customers.c.last_counted_visit_at)
+_LAST_COUNTED = Prepared(select(customers.c.last_counted_visit_at, customers.c.tier,
+                                customers.c.tier_review_at)
                          .where(customers.c.id == bindparam("customer_id"))
                          .with_for_update(key_share=True))
+_COUNTED = Prepared(update(customers).where(customers.c.id == bindparam("customer_id"))
+                    .values(last_counted_visit_at=bindparam("at")))
 
 
 def count_visit(main: Session, customer_id: str, store_id: int, store_code: str,
@@ -51,16 +54,14 @@ def count_visit(main: Session, customer_id: str, store_id: int, store_code: str,
     # locked (FOR NO KEY UPDATE: the visit's foreign key already holds a KEY SHARE lock on
     # PostgreSQL; SQLite holds the write lock since the visit's insert): two taps at the
     # same instant must not both see the old last visit and both earn
-    last = _LAST_COUNTED.scalar(main, customer_id=customer_id)
+    last, tier, review_at = _LAST_COUNTED.one(main, customer_id=customer_id)
     points = visit_points(programme, store=store_code, at=now, last_counted_visit=last)
     if not points:
         return 0
     credit(main, customer_id, points, "visit", expires_at=expiry_date(programme, now),
            store_id=store_id, visit_id=visit_id, device_id=device_id, reason="visit")
-    main.execute(update(customers).where(customers.c.id == customer_id)
-                 .values(last_counted_visit_at=now))
-    customer = main.get(Customer, customer_id)
-    update_tier(main, customer, now)
+    _COUNTED.run(main, customer_id=customer_id, at=now)
+    settle_tier(main, customer_id, tier, review_at, now)
     return points
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -19,6 +19,7 @@ from server.cards.service import active_card
 from server.customers.models import Customer
 from server.db import flush_or_replay
 from server.devices.auth import Principal, verify_password
+from server.hotsql import Prepared
 from server.loyalty import ledger, programmes
 from server.loyalty.models import (
     PointsEntry,
@@ -75,20 +76,34 @@ def _store(main: Session, device: Principal, code: str | None) -> Store:
     return store
 
 
+_SET_TIER = Prepared(update(customers).where(customers.c.id == bindparam("customer_id"))
+                     .values(tier=bindparam("tier"), tier_review_at=bindparam("review_at")))
+_DEBT = Prepared(select(customers.c.points_debt)
+                 .where(customers.c.id == bindparam("customer_id")))
+
+
 def update_tier(main: Session, customer: Customer, now: datetime) -> bool:
     """Recompute the tier from qualifying points: up at once, down only at the review date."""
-    _, programme = programmes.current(main)
-    qualifying = ledger.qualifying_points(main, customer.id, window_start(programme, now))
-    tier, review_at = tier_change(programme, current=customer.tier,
-                                  qualifying_points=qualifying, at=now,
-                                  review_at=customer.tier_review_at)
+    tier, review_at = settle_tier(main, customer.id, customer.tier, customer.tier_review_at,
+                                  now)
     changed = tier != customer.tier
-    main.execute(update(customers).where(customers.c.id == customer.id)
-                 .values(tier=tier, tier_review_at=review_at))
-    # written above in SQL; the object only learns the value (nothing left to flush)
+    # written in SQL; the object only learns the value (nothing left to flush)
     set_committed_value(customer, "tier", tier)
     set_committed_value(customer, "tier_review_at", review_at)
     return changed
+
+
+def settle_tier(main: Session, customer_id: str, tier: str, review_at: datetime | None,
+                now: datetime) -> tuple[str, datetime | None]:
+    """``update_tier`` for a customer known by their row's values: the new tier and review
+    date, written only if they changed."""
+    _, programme = programmes.current(main)
+    qualifying = ledger.qualifying_points(main, customer_id, window_start(programme, now))
+    new_tier, new_review = tier_change(programme, current=tier, qualifying_points=qualifying,
+                                       at=now, review_at=review_at)
+    if (new_tier, new_review) != (tier, review_at):
+        _SET_TIER.run(main, customer_id=customer_id, tier=new_tier, review_at=new_review)
+    return new_tier, new_review
 
 
 def _replay(main: Session, device: Principal, model, event_id: str, result) -> dict | None:
@@ -109,7 +124,7 @@ def credit(main: Session, customer_id: str, points: int, kind: str, *, expires_a
            reason: str | None = None, **refs) -> int:
     """Add earned points, paying first what returns took back that was already spent."""
     ledger.post(main, customer_id, points, kind, reason=reason, expires_at=expires_at, **refs)
-    debt = main.scalar(select(customers.c.points_debt).where(customers.c.id == customer_id))
+    debt = _DEBT.scalar(main, customer_id=customer_id)
     settle = min(debt or 0, points)
     if settle:
         # taken from the lot just credited (its expiry date says which)
