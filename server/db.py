@@ -197,6 +197,22 @@ def shred_wal(*engines: Engine) -> None:
                 log.warning("WAL checkpoint after erasure was partial (a reader was busy)")
 
 
+def commit_writes(session: Session) -> None:
+    """Commit the main database's writes now, before a read-only tail of the request.
+
+    For the tap: the visit and its points are its only writes, and the record read after them
+    needs no lock. SQLite has one write lock per file: held while the record is built, it made
+    the other gunicorn worker sleep in SQLite's busy handler (1, 2, 5, 10 ms steps), and two
+    workers served fewer taps than one (BENCHMARKS.md). Only for a request that wrote nothing
+    to the vault, so that "vault first, then main" still holds; ``finish_request`` commits
+    the rest (nothing, for a tap). Should the tail fail, the writes stand: an event id makes
+    the retry a replay.
+    """
+    if g.get("vault_undo"):
+        raise RuntimeError("this request wrote to the vault: main commits after it")
+    session.commit()
+
+
 def finish_request(success: bool) -> None:
     """Commit (vault, then main) or roll back everything the request did. The one commit."""
     vault = g.pop("vault_session", None)

@@ -27,6 +27,7 @@ from server.cards.service import (
 )
 from server.customers.models import Customer
 from server.customers.service import summary
+from server.db import commit_writes
 from server.devices.auth import Principal
 from server.hotsql import Prepared
 from server.loyalty import programmes
@@ -187,6 +188,7 @@ def tap(main: Session, vault: Session, device: Principal, req: TapIn) -> dict:
         if previous.device_id != device.id or previous.card_id != row.id:
             raise Problem("event-id-conflict") from None
         visit_id, replayed = previous.id, True
+    commit_writes(main)  # the record is read after the write lock is released
     return _record(main, vault, row, store_code, flags, visit_id, replayed, now)
 
 
