@@ -200,6 +200,9 @@ def test_one_purchase_returned_at_eight_tills_at_once_reverses_once(app, api, cr
 
 def test_a_card_tapped_on_eight_readers_at_once_counts_one_visit(app, api, creds, server_url):
     customer_id, card = api.customer_with_card()
+    # the subject is counting: the clone signal's limit (6 taps a minute) would refuse the
+    # last taps once the first ones are committed, which a tap does before building its record
+    app.config["CARD_TAP_LIMIT"] = 0
     # a card bouncing on a reader, or held over two tills: 8 taps, each its own event id
     bodies = [("/api/v1/taps", {"event_id": str(uuid.uuid4()), "url": card["url"]},
                creds.h("till" if i % 2 else "till_uid")) for i in range(8)]

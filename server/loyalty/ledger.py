@@ -103,14 +103,23 @@ def expirable(main: Session, customer_id: str, until: datetime) -> int:
     return max(0, due - debits)
 
 
+def qualifying_total(customer_id, since):
+    """``qualifying_points`` as a statement, for ``customer_id`` (a value, a bind or a column
+    of an enclosing query: then a correlated subquery)."""
+    return select(func.coalesce(func.sum(ledger.c.delta), 0)).where(
+        ledger.c.customer_id == customer_id, ledger.c.kind.in_(QUALIFYING), ledger.c.at >= since)
+
+
+# ``expirable``'s two sums, over one customer's entries: the credits due by ``until`` (less
+# the returns of those lots), and what spending, expiries and adjustments took
+EXPIRING_DUE = func.coalesce(func.sum(ledger.c.delta).filter(
+    ledger.c.expires_at.is_not(None), ledger.c.expires_at <= bindparam("until"),
+    (ledger.c.delta > 0) | lot_reversal()), 0)
+EXPIRING_DEBITS = func.coalesce(
+    -func.sum(ledger.c.delta).filter(ledger.c.delta < 0, ~lot_reversal()), 0)
+
 # Built once: a tap reads both (DESIGN.md, the hot path), and building a statement costs
 # more than SQLite takes to run it. One pass over the customer's entries for both sums.
-_QUALIFYING = Prepared(select(func.coalesce(func.sum(ledger.c.delta), 0)).where(
-    ledger.c.customer_id == bindparam("customer_id"), ledger.c.kind.in_(QUALIFYING),
-    ledger.c.at >= bindparam("since")))
-_EXPIRABLE = Prepared(select(
-    func.coalesce(func.sum(ledger.c.delta).filter(
-        ledger.c.expires_at.is_not(None), ledger.c.expires_at <= bindparam("until"),
-        (ledger.c.delta > 0) | lot_reversal()), 0),
-    func.coalesce(-func.sum(ledger.c.delta).filter(ledger.c.delta < 0, ~lot_reversal()), 0),
-).where(ledger.c.customer_id == bindparam("customer_id")))
+_QUALIFYING = Prepared(qualifying_total(bindparam("customer_id"), bindparam("since")))
+_EXPIRABLE = Prepared(select(EXPIRING_DUE, EXPIRING_DEBITS)
+                      .where(ledger.c.customer_id == bindparam("customer_id")))

@@ -37,8 +37,18 @@ _BY_STORE = Prepared(select(stores.c.code, func.count().label("visits"))
              .join(visits, visits.c.store_id == stores.c.id)
              .where(visits.c.customer_id == bindparam("customer_id"))
              .group_by(stores.c.code).order_by(func.count().desc()))
-_DEBT = Prepared(select(customers.c.points_debt)
-                 .where(customers.c.id == bindparam("customer_id")))
+# the record's figures in one read (one round trip on PostgreSQL): the customer's row and
+# the ledger sums of ``ledger.qualifying_points`` and ``ledger.expirable``
+_entries = ledger.ledger
+_FIGURES = Prepared(select(
+    customers.c.tier, customers.c.points, customers.c.points_debt,
+    ledger.qualifying_total(customers.c.id, bindparam("since")).scalar_subquery()
+    .label("qualifying"),
+    select(ledger.EXPIRING_DUE).where(_entries.c.customer_id == customers.c.id)
+    .scalar_subquery().label("due"),
+    select(ledger.EXPIRING_DEBITS).where(_entries.c.customer_id == customers.c.id)
+    .scalar_subquery().label("debits"),
+).where(customers.c.id == bindparam("customer_id")))
 _LAST_COUNTED = Prepared(select(customers.c.last_counted_visit_at, customers.c.tier,
                                 customers.c.tier_review_at)
                          .where(customers.c.id == bindparam("customer_id"))
@@ -65,11 +75,19 @@ def count_visit(main: Session, customer_id: str, store_id: int, store_code: str,
     return points
 
 
-def loyalty_view(main: Session, customer_id: str, *, tier: str, points: int, store_code: str,
+def figures(main: Session, customer_id: str, now: datetime):
+    """The customer's tier, points, points owed, qualifying points and the ledger sums of
+    the points expiring within ``EXPIRY_NOTICE``, in one read."""
+    _, programme = programmes.current(main)
+    return _FIGURES.one(main, customer_id=customer_id, since=window_start(programme, now),
+                        until=now + EXPIRY_NOTICE)
+
+
+def loyalty_view(main: Session, customer_id: str, *, figures, store_code: str,
                  now: datetime, language: str | None = None) -> dict:
     """Tier and progress, points expiring soon, rewards within reach, purchases, visits."""
     _, programme = programmes.current(main)
-    qualifying = ledger.qualifying_points(main, customer_id, window_start(programme, now))
+    tier, points, qualifying = figures.tier, figures.points, figures.qualifying
     # the tier above the one held (held until its review, even if qualifying points dropped)
     rank = programme.tier_rank(tier)
     upcoming = next((t for t in programme.tiers if programme.tier_rank(t.code) > rank), None)
@@ -94,11 +112,11 @@ def loyalty_view(main: Session, customer_id: str, *, tier: str, points: int, sto
             "points_to_next_tier": max(0, upcoming.threshold - qualifying) if upcoming else 0,
         },
         "points_expiring": {
-            "points": ledger.expirable(main, customer_id, now + EXPIRY_NOTICE),
+            "points": max(0, figures.due - figures.debits),  # as ``ledger.expirable``
             "by": (now + EXPIRY_NOTICE).date().isoformat(),
         },
         # points a return took back after they were spent, paid from the next earnings
-        "points_owed": _DEBT.scalar(main, customer_id=customer_id) or 0,
+        "points_owed": figures.points_debt or 0,
         "rewards_available": rewards,
         "recent_purchases": [
             {"purchase_id": p.id, "paid_at": p.paid_at.isoformat(), "store": p.code,

@@ -31,7 +31,7 @@ from server.db import commit_writes
 from server.devices.auth import Principal
 from server.hotsql import Prepared
 from server.loyalty import programmes
-from server.loyalty.record import count_visit, loyalty_view
+from server.loyalty.record import count_visit, figures, loyalty_view
 from server.stores.models import Store
 from server.taps import signals
 from server.taps.models import Visit
@@ -46,8 +46,6 @@ _VISIT = Prepared(insert(visits).values(
     {c: bindparam(c) for c in ("event_id", "customer_id", "card_id", "store_id", "device_id",
                                "reader", "method", "weak", "tapped_at", "recorded_at")})
     .returning(visits.c.id))
-_STANDING = Prepared(select(customers.c.tier, customers.c.points)
-                     .where(customers.c.id == bindparam("customer_id")))
 _OPEN_TICKETS = Prepared(
     select(tickets.c.id, tickets.c.kind, tickets.c.status, tickets.c.subject, tickets.c.due_date)
     .where(tickets.c.customer_id == bindparam("customer_id"),
@@ -119,14 +117,14 @@ def open_tickets(main: Session, customer_id: str, now: datetime) -> list[dict]:
 
 def _record(main: Session, vault: Session, row, store_code: str, flags: list[str],
             visit_id: int, replayed: bool, now: datetime) -> dict:
-    tier, points = _STANDING.one(main, customer_id=row.customer_id)
+    numbers = figures(main, row.customer_id, now)
     flags = flags + [f for f in customer_flags(main, row.customer_id) if f not in flags]
     return {
-        **summary(vault, row.customer_id, row.language, tier, points),
+        **summary(vault, row.customer_id, row.language, numbers.tier, numbers.points),
         "card": {"card_id": row.id, "kind": row.kind, "status": row.status,
                  "generation": row.generation},
-        **loyalty_view(main, row.customer_id, tier=tier, points=points, store_code=store_code,
-                       now=now, language=row.language),
+        **loyalty_view(main, row.customer_id, figures=numbers, store_code=store_code, now=now,
+                       language=row.language),
         "open_tickets": open_tickets(main, row.customer_id, now),
         "flags": flags,
         "visit_id": visit_id,
