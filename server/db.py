@@ -210,7 +210,11 @@ def commit_writes(session: Session) -> None:
     """
     if g.get("vault_undo"):
         raise RuntimeError("this request wrote to the vault: main commits after it")
-    session.commit()
+    session.flush()
+    # the driver's commit, on the connection the session keeps: ``Session.commit`` would give
+    # the connection back to the pool and check one out again for the record (a pre-ping and
+    # a BEGIN more on PostgreSQL). The session's own transaction goes on and ends as usual.
+    session.connection().connection.dbapi_connection.commit()
 
 
 def finish_request(success: bool) -> None:

@@ -257,6 +257,33 @@ def test_tap_replay_writes_one_visit(app, api):
     assert len(_visits(app)) == 1
 
 
+def test_a_tap_whose_record_fails_keeps_its_visit_and_the_retry_is_a_replay(app, api):
+    """The visit and its points are committed before the record is read (commit_writes): a
+    vault that cannot answer fails the answer, not the visit, and the till's retry of the same
+    event id gets the record as a replay, with the visit's points counted once."""
+    customer_id, card = api.customer_with_card()
+    vault = app.extensions["loyalty.db"].vault
+    with vault.begin() as conn:  # the vault's table gone for a moment: its read fails
+        conn.exec_driver_sql("ALTER TABLE vault_records RENAME TO vault_records_away")
+    event_id = str(uuid.uuid4())
+    try:
+        failed = api.tap(event_id=event_id, url=card["url"])
+    finally:
+        with vault.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE vault_records_away RENAME TO vault_records")
+    assert failed.status_code >= 500
+    assert len(_visits(app, event_id=event_id)) == 1
+    retry = api.tap(event_id=event_id, url=card["url"])
+    assert retry.status_code == 200, retry.get_json()
+    body = retry.get_json()
+    assert body["replayed"] is True and body["display_name"] == "Élodie D."
+    assert body["visit_id"] == _visits(app, event_id=event_id)[0].id
+    with Session(app.extensions["loyalty.db"].main) as s:
+        balance = s.scalar(select(Customer.points).where(Customer.id == customer_id))
+    assert body["points"] == balance
+    assert len(_visits(app)) == 1
+
+
 def test_tap_retry_after_the_card_was_replaced_returns_the_first_result(app, api, creds):
     customer_id, card = api.customer_with_card()
     event_id = str(uuid.uuid4())
