@@ -585,13 +585,23 @@ class Dispatcher:
             if written:
                 self._forget(seq)  # the till is told at once: nothing to keep
             self.contact()
-            return Delivery("refused", kind, event_id, problem=problem_dict(exc),
-                            depth=self._pending)
+            return self._answered(seq, Delivery("refused", kind, event_id,
+                                                problem=problem_dict(exc), depth=self._pending))
         self._observe(kind, "sent", time.perf_counter() - started)
         if written:
             self._forget(seq)
         self.contact()
-        return Delivery("sent", kind, event_id, answer=answer, depth=self._pending)
+        return self._answered(seq, Delivery("sent", kind, event_id, answer=answer,
+                                            depth=self._pending))
+
+    def _answered(self, seq: int, delivery: Delivery) -> Delivery:
+        """The same event posted again while it was on the wire (a point of sale retrying)
+        found it written ahead and waits for it: it gets this answer too."""
+        with self._cv:
+            if seq in self._waiters:
+                self._waiters[seq] = delivery
+                self._cv.notify_all()
+        return delivery
 
     def _write_ahead(self, seq: int, kind: str, body: dict) -> bool:
         """Record the event before it is sent; False if the file cannot take it (it is then

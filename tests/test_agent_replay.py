@@ -444,3 +444,36 @@ def test_a_tap_on_the_wire_when_the_agent_is_killed_arrives_once(live_server, tm
             processes.kill9(agent)
     finally:
         relay.close()
+
+
+def test_the_same_event_posted_again_while_on_the_wire_gets_its_answer(tmp_path):
+    """A point of sale that retries a purchase while the first attempt is still on the wire
+    finds it written ahead, waits, and gets the same answer (not "queued")."""
+    gate, calls = threading.Event(), []
+
+    def post(kind: str, body: dict) -> dict:
+        calls.append(body["event_id"])
+        gate.wait(5)
+        return {"kind": kind}
+
+    with Outbox(tmp_path / "queue.sqlite3") as outbox:
+        dispatcher = Dispatcher(outbox, post, wait=5)
+        dispatcher.start()
+        body = other_body(1)
+        first: dict = {}
+        thread = threading.Thread(target=lambda: first.update(
+            d=dispatcher.submit("purchase", body)))
+        thread.start()
+        wait_until(lambda: calls, 5, "the purchase on the wire")
+        again: dict = {}
+        retry = threading.Thread(target=lambda: again.update(
+            d=dispatcher.submit("purchase", dict(body))))
+        retry.start()
+        wait_until(lambda: dispatcher._waiters, 5, "the retry waiting")
+        gate.set()
+        thread.join(10)
+        retry.join(10)
+        assert first["d"].outcome == again["d"].outcome == "sent"
+        assert again["d"].answer == {"kind": "purchase"}
+        assert calls == [body["event_id"]] and outbox.depth() == 0
+        dispatcher.stop()
