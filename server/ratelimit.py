@@ -165,8 +165,9 @@ class Limiter:
     strategy: FixedWindowRateLimiter
     limits: dict[str, list[RateLimitItem]]
 
-    def hit(self, name: str, *identifiers: object) -> None:
-        """Count one request against limit ``name`` for ``identifiers``.
+    def hit(self, name: str, *identifiers: object, cost: int = 1) -> None:
+        """Count one request (``cost`` of them: a batch) against limit ``name`` for
+        ``identifiers``.
 
         Raises:
             Problem: ``rate-limited`` with ``retry_after`` (whole seconds) when over a limit.
@@ -177,7 +178,9 @@ class Limiter:
         ids = [name, *(str(i) for i in identifiers)]
         try:
             for item in items:
-                if not self.strategy.hit(item, *ids):
+                # a batch that does not fit is refused without spending the window on it
+                if (cost > 1 and not self.strategy.test(item, *ids, cost=cost)) or \
+                        not self.strategy.hit(item, *ids, cost=cost):
                     reset = self.strategy.get_window_stats(item, *ids).reset_time
                     retry = max(1, int(reset - time.time() + 0.999))
                     # the identifiers are ids and addresses, never a key or a name
@@ -189,6 +192,11 @@ class Limiter:
         except Exception as exc:  # noqa: BLE001 - a storage that is down lets requests through
             log.error("rate limit storage unavailable (%s): request let through",
                       exc.__class__.__name__)
+
+    def most(self, name: str) -> int | None:
+        """The fewest hits a window of limit ``name`` allows (``None``: the limit is off)."""
+        items = self.limits.get(name)
+        return min(item.amount for item in items) if items else None
 
 
 # setting -> the limit's name in ``Limiter.limits``
@@ -204,6 +212,11 @@ def init_app(app: Flask) -> None:
     app.extensions[EXTENSION] = Limiter(storage, FixedWindowRateLimiter(storage), limits)
 
 
-def hit(name: str, *identifiers: object) -> None:
+def most(name: str) -> int | None:
+    """The fewest hits a window of limit ``name`` allows in the current app, or ``None``."""
+    return current_app.extensions[EXTENSION].most(name)
+
+
+def hit(name: str, *identifiers: object, cost: int = 1) -> None:
     """Count a request of the current app against limit ``name`` (see ``Limiter.hit``)."""
-    current_app.extensions[EXTENSION].hit(name, *identifiers)
+    current_app.extensions[EXTENSION].hit(name, *identifiers, cost=cost)

@@ -54,6 +54,7 @@ FOR = {
     "POST /enrolments": ("kiosk",),
     "POST /customers/{customer_id}/cards": ("kiosk", "kiosk+desk", "desk"),
     "POST /taps": ("till",),
+    "POST /taps/batch": ("till",),
     "POST /purchases": ("till",),
     "POST /refunds": ("till",),
     "POST /redemptions": ("till", "till+desk"),

@@ -46,6 +46,7 @@ MATRIX: dict[str, frozenset[str]] = {
     "POST /api/v1/staff/kiosk-sessions": KIOSK,
     "POST /api/v1/devices/heartbeat": KIOSK | TILL,
     "POST /api/v1/taps": TILL,
+    "POST /api/v1/taps/batch": TILL,
     "POST /api/v1/purchases": TILL,
     "POST /api/v1/refunds": TILL,
     "POST /api/v1/redemptions": TILL,

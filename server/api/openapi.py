@@ -36,7 +36,7 @@ from server.loyalty.schemas import (
 from server.privacy.schemas import ConsentChangeIn, ErasureIn, RectifyIn, SearchIn
 from server.reports.schemas import AnonymousSalesIn, AnonymousSalesOut
 from server.staff.schemas import KioskSessionIn, KioskSessionOut
-from server.taps.schemas import CustomerRecord, TapIn
+from server.taps.schemas import BATCH_MAX, CustomerRecord, TapBatchIn, TapBatchOut, TapIn
 from server.tickets.schemas import NoteIn, NoteOut, TicketChangeIn, TicketIn, TicketOut, TicketsOut
 
 MODELS = (EnrolmentIn, EnrolmentOut, CardIn, CardOut, TapIn, CustomerRecord, PurchaseIn,
@@ -44,7 +44,7 @@ MODELS = (EnrolmentIn, EnrolmentOut, CardIn, CardOut, TapIn, CustomerRecord, Pur
           AdjustmentOut, ConsentChangeIn, SearchIn, RectifyIn, ErasureIn, HeartbeatIn,
           HeartbeatOut, ActivationIn, VoidIn, VoidOut, CardLookupIn, CustomerLookupIn,
           CustomerFound, CustomersFound, KioskSessionIn, KioskSessionOut, BlockIn, UnblockIn,
-          CardStateOut, AnonymousSalesIn, AnonymousSalesOut)
+          CardStateOut, AnonymousSalesIn, AnonymousSalesOut, TapBatchIn, TapBatchOut)
 CARD = ("card-token-malformed", "card-token-version", "card-token-unknown-key",
         "card-token-forged", "card-not-found", "card-pending", "card-revoked", "card-superseded",
         "customer-not-found", "customer-erased")
@@ -349,6 +349,33 @@ def _campaign_paths() -> dict:
                         "service-unavailable")}}}}
 
 
+# what one tap of a batch may answer, as POST /taps would
+TAP_PROBLEMS = (*TOKEN, *SUN, "card-not-found", "card-pending", "card-revoked",
+                "card-superseded", "uid-only-disabled", "card-rate-limited", "event-id-conflict")
+
+
+def _tap_batch() -> dict:
+    """POST /taps/batch: a till agent replaying its offline queue."""
+    op = _plain(
+        "Taps from a till's offline queue, in order, without their records", "",
+        "TapBatchIn", "TapBatchOut", "batch-too-large", "rate-limited")
+    op["description"] = (
+        f"Role: till. Up to {BATCH_MAX} taps, each recorded exactly as `POST /taps` would "
+        "(same validation, clone signals and idempotence on its `event_id`), in the order "
+        "sent, each on its own: a refused tap does not undo the others. The answer gives, per "
+        "tap, `recorded`, `replayed` (that event id was recorded before: nothing written) or "
+        "`problem` with the problem document `POST /taps` would answer (its `type` is one of: "
+        + ", ".join(f"`{slug}`" for slug in TAP_PROBLEMS) + "), and the `visit_id`; the "
+        "customer records are not built (ask `POST /taps` for one). The batch commits once. "
+        "A body that does not validate is refused whole (422), as is one with more taps than "
+        f"allowed (413 `batch-too-large`, with `max`: {BATCH_MAX}, or the till's tap rate "
+        "limit per window if lower). Rate limit: each tap of the batch counts as one tap "
+        "against the till's tap limit (`RATELIMIT_TAPS`); a batch that does not fit in what "
+        "is left of the window is refused whole with 429 `rate-limited` and `Retry-After`.")
+    op["security"] = [{"deviceKey": []}]
+    return op
+
+
 def build() -> dict:
     _, schemas = models_json_schema([(m, "validation") for m in MODELS + TICKET_MODELS
                                      + ACCOUNT_MODELS],
@@ -399,6 +426,7 @@ def build() -> dict:
                 *TOKEN, *SUN, "card-not-found", "card-pending", "card-revoked",
                 "card-superseded", "uid-only-disabled", "card-rate-limited",
                 "event-id-conflict", "rate-limited")},
+            "/taps/batch": {"post": _tap_batch()},
             "/purchases": {"post": _operation(
                 "A purchase: the points each line earns", "till", "PurchaseIn", "201",
                 "PurchaseOut", *CARD, "currency-mismatch", "store-mismatch", "total-mismatch",

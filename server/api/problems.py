@@ -49,6 +49,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "staff-locked-out": (429, "Too many failed sign-ins: wait, or ask a manager"),
     "rate-limited": (429, "Too many requests from this device or address: wait and retry"),
     "payload-too-large": (413, "The request body is too large"),
+    "batch-too-large": (413, "Too many events in one batch: send fewer at a time"),
     "unsupported-media-type": (415, "Send the body as application/json"),
     "validation-error": (422, "The request does not match the schema"),
     "consent-required": (422, "The terms of the programme must be accepted"),

@@ -408,6 +408,10 @@ def last_counter(main: Session, card_id: str) -> int | None:
     return main.scalar(select(cards.c.sun_counter).where(cards.c.id == card_id))
 
 
+# ``Session.info`` key: a list where ``record_flag`` leaves its statement instead of writing it
+DEFERRED_FLAGS = "loyalty.deferred_flags"
+
+
 def record_flag(main: Session, *, customer_id: str, card_id: str, kind: str, store_id: int | None,
                 device_id: int | None, event_id: str | None, detail: dict | None) -> None:
     """Put a flag on the customer's file in a transaction of its own, committed at once.
@@ -425,6 +429,13 @@ def record_flag(main: Session, *, customer_id: str, card_id: str, kind: str, sto
         statement = sqlite.insert(card_flags).values(values).on_conflict_do_nothing()
     else:
         statement = insert(card_flags).values(values)
+    deferred = main.info.get(DEFERRED_FLAGS)
+    if deferred is not None:
+        # one event of a batch of taps (server/taps/batch.py): its savepoint may be rolled
+        # back and another connection could not write on SQLite while the batch holds the
+        # lock; the batch writes the flag after the event, in its own transaction
+        deferred.append(statement)
+        return
     with Session(main.get_bind()) as own:
         own.execute(statement)
         own.commit()

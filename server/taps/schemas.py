@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
@@ -54,3 +54,36 @@ class CustomerRecord(BaseModel):
     flags: list[str] = Field(description="e.g. weak (UID-only card), uid-mismatch")
     visit_id: int
     replayed: bool
+
+
+# the most taps in one POST /taps/batch (a lower tap rate limit lowers it: server/taps/batch.py)
+BATCH_MAX = 200
+
+
+class TapBatchIn(BaseModel):
+    """Taps from a till's offline queue, oldest first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    taps: list[TapIn] = Field(min_length=1, max_length=BATCH_MAX)
+
+
+class TapOutcome(BaseModel):
+    """What became of one tap of a batch."""
+
+    event_id: str
+    status: Literal["recorded", "replayed", "problem"] = Field(
+        description="recorded now; replayed: recorded by an earlier request (nothing written); "
+                    "problem: refused as POST /taps would refuse it")
+    visit_id: int | None = None
+    card_id: str | None = None
+    flags: list[str] = Field(default_factory=list)
+    problem: dict | None = Field(default=None, description="the problem document POST /taps "
+                                 "would answer (type, title, status, detail)")
+
+
+class TapBatchOut(BaseModel):
+    results: list[TapOutcome] = Field(description="one per tap, in the order sent")
+    recorded: int
+    replayed: int
+    problems: int

@@ -132,8 +132,21 @@ def _record(main: Session, vault: Session, row, store_code: str, flags: list[str
     }
 
 
-def tap(main: Session, vault: Session, device: Principal, req: TapIn) -> dict:
+def _answer(main: Session, vault: Session, row, store_code: str, flags: list[str],
+            visit_id: int, replayed: bool, now: datetime, record: bool) -> dict:
+    """The customer record, or (``record`` false: a replayed tap nobody waits for) only
+    what was written."""
+    if not record:
+        return {"visit_id": visit_id, "replayed": replayed, "card_id": row.id, "flags": flags}
+    return _record(main, vault, row, store_code, flags, visit_id, replayed, now)
+
+
+def tap(main: Session, vault: Session, device: Principal, req: TapIn, *,
+        record: bool = True) -> dict:
     """Record a visit for a tap and return the customer record (a replay writes nothing).
+
+    With ``record`` false (the batch of an agent's offline queue) the record is not built:
+    ``{"visit_id", "replayed", "card_id", "flags"}`` only.
 
     Raises:
         Problem: see ``resolve``; ``event-id-conflict`` if another device used the event id.
@@ -152,8 +165,8 @@ def tap(main: Session, vault: Session, device: Principal, req: TapIn) -> dict:
         if previous.device_id != device.id:
             raise Problem("event-id-conflict") from None
         row = main.execute(CARD_SELECT.where(cards.c.id == previous.card_id)).first()
-        return _record(main, vault, row, device.store_code, ["weak"] if previous.weak
-                       else [], previous.id, True, datetime.now(UTC))
+        return _answer(main, vault, row, device.store_code, ["weak"] if previous.weak
+                       else [], previous.id, True, datetime.now(UTC), record)
     now = datetime.now(UTC)
     at = signals.tap_time(req.tapped_at, now)  # an offline tap counts when it happened
     signal, detail = signals.check(main, row.id, device.store_id, event_id, at)
@@ -169,7 +182,7 @@ def tap(main: Session, vault: Session, device: Principal, req: TapIn) -> dict:
                     detail=detail)
         flags = [*flags, signal]
     if counter is not None and not claim_counter(main, row.id, counter):
-        return _sun_replay(main, vault, device, row, event_id, counter)
+        return _sun_replay(main, vault, device, row, event_id, counter, record)
     replayed = False
     store_code = device.store_code
     try:
@@ -186,12 +199,13 @@ def tap(main: Session, vault: Session, device: Principal, req: TapIn) -> dict:
         if previous.device_id != device.id or previous.card_id != row.id:
             raise Problem("event-id-conflict") from None
         visit_id, replayed = previous.id, True
-    commit_writes(main)  # the record is read after the write lock is released
-    return _record(main, vault, row, store_code, flags, visit_id, replayed, now)
+    if record:  # not in a batch: its taps are savepoints of the batch's one transaction
+        commit_writes(main)  # the record is read after the write lock is released
+    return _answer(main, vault, row, store_code, flags, visit_id, replayed, now, record)
 
 
 def _sun_replay(main: Session, vault: Session, device: Principal, row, event_id: str,
-                counter: int) -> dict:
+                counter: int, record: bool = True) -> dict:
     """A SUN counter that did not grow: this tap's own retry, or a copy of an old read.
 
     Raises:
@@ -202,8 +216,8 @@ def _sun_replay(main: Session, vault: Session, device: Principal, row, event_id:
     if previous is not None:  # the till retried a tap that was recorded: same answer
         if previous.device_id != device.id or previous.card_id != row.id:
             raise Problem("event-id-conflict")
-        return _record(main, vault, row, device.store_code,
-                       ["weak"] if previous.weak else [], previous.id, True, datetime.now(UTC))
+        return _answer(main, vault, row, device.store_code, ["weak"] if previous.weak
+                       else [], previous.id, True, datetime.now(UTC), record)
     last = last_counter(main, row.id)
     main.rollback()  # nothing of this tap is kept but the flag (and no lock is held for it)
     record_flag(main, customer_id=row.customer_id, card_id=row.id, kind="card-replayed",

@@ -253,6 +253,9 @@ class Ledger:
 
     taps: set[str] = field(default_factory=set)  # recorded (sent or queued) by the agent
     taps_unknown: int = 0  # the agent died before saying what became of a tap
+    # each of those: (till, card URL, wall-clock time before the card was presented, after
+    # the reader took it): it must be in the database all the same (written ahead)
+    taps_unseen: list[tuple[int, str, float, float]] = field(default_factory=list)
     taps_lost: int = 0  # the agent said "offline and NOT recorded" (queue-unavailable)
     purchases: dict[str, str] = field(default_factory=dict)  # event id -> customer id
     purchases_queued: int = 0
@@ -296,19 +299,22 @@ class Till(threading.Thread):
         before = self._agent_get("/last")
         if before is None:
             return  # the agent is down: nobody can tap
+        presented = time.time()  # (the tap's tapped_at is between these two)
         try:
             r = requests.post(f"{self.agent['url']}/simulate", json={"url": card_url}, timeout=5)
         except requests.RequestException:
             return  # the card was not read
         if r.status_code != 202:
             return
+        unseen = (self.index, card_url, presented, time.time())
         mark = (before.get("seq"), before.get("event_id"))
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             last = self._agent_get("/last")
-            if last is None:  # the agent died: the tap may be in its outbox, or not
+            if last is None:  # the agent died: the tap is in its outbox or in the database
                 with ledger.lock:
                     ledger.taps_unknown += 1
+                    ledger.taps_unseen.append(unseen)
                 return
             if (last.get("seq"), last.get("event_id")) != mark and last.get("seq"):
                 with ledger.lock:
@@ -324,6 +330,7 @@ class Till(threading.Thread):
             time.sleep(0.05)
         with ledger.lock:
             ledger.taps_unknown += 1
+            ledger.taps_unseen.append(unseen)
 
     def purchase(self, customer_id: str) -> None:
         """A sale through the agent; retried with the same event id until it has an answer."""
@@ -691,6 +698,7 @@ class FaultRun:
                     problems.append(f"{len(missing)} {name}(s) missing: {missing[:3]}")
                 if len(extra) > extra_allowed:
                     problems.append(f"{len(extra)} {name}(s) nobody was told of: {extra[:3]}")
+            problems += self._unseen_taps(conn, visits)
             refused = set(lg.redemptions_refused) & set(redemptions)
             if refused:
                 problems.append(f"{len(refused)} refused redemption(s) in the database")
@@ -742,6 +750,36 @@ class FaultRun:
         if other:
             problems.append(f"server.log: database errors other than a lost connection: {other}")
         return problems
+
+    def _unseen_taps(self, conn, visits: Counter) -> list[str]:
+        """Every tap whose outcome its till never saw (its agent was killed) is in the
+        database all the same: the agent writes a tap in its outbox before it sends it, so
+        a tap on the wire when the agent dies is sent again when it starts. Each such tap is
+        matched to one visit nobody was told of: the same till's device, the same customer,
+        tapped while the till was presenting the card."""
+        from datetime import UTC, datetime
+
+        from server.devices.auth import hash_key
+
+        devices = {row[1]: row[0] for row in conn.execute("SELECT id, key_hash FROM devices")}
+        customer_of = {url: customer_id for customer_id, url in self.customers}
+        told = self.ledger.taps
+        free = [(row[0], row[1], row[2], row[3]) for row in conn.execute(
+            "SELECT event_id, device_id, customer_id, tapped_at FROM visits")
+            if row[0] not in told and visits[row[0]] == 1]
+        lost = []
+        for till, url, presented, taken in self.ledger.taps_unseen:
+            device = devices.get(hash_key(self.agents[till]["key"]))
+            low = datetime.fromtimestamp(presented - 1, UTC)
+            high = datetime.fromtimestamp(taken + 1, UTC)
+            match = next((v for v in free if v[1] == device and v[2] == customer_of[url]
+                          and v[3] is not None and low <= v[3] <= high), None)
+            if match is None:
+                lost.append(f"till {till} at {datetime.fromtimestamp(presented, UTC):%H:%M:%S.%f}")
+            else:
+                free.remove(match)
+        return [f"{len(lost)} tap(s) lost when their agent was killed: {lost[:3]}"] if lost \
+            else []
 
     def _log(self, name: str) -> str:
         log = self.services[name].log

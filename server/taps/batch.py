@@ -1,0 +1,104 @@
+"""A batch of taps from a till's offline queue: each recorded as ``POST /taps`` would, in
+order, each in its own savepoint, without building the customer records.
+
+Nobody at the till waits for a replayed tap's record, and building it (the vault, the loyalty
+view, tickets) is most of a tap's cost. Each tap goes through ``server.taps.service.tap`` with
+``record=False``: the same validation, clone signals and idempotence on ``event_id``, the same
+problem types. A refused tap rolls back its own savepoint only; the others stay, and the
+request commits once (``server.db.finish_request``).
+
+Two details make the savepoints safe:
+
+- each tap gets a ``Session`` of its own on the request's connection with
+  ``join_transaction_mode="create_savepoint"``, so that the service's own ``rollback()`` (a
+  replayed event id, a copied SUN message) undoes that tap's savepoint, not the batch;
+- on SQLite the driver opens a transaction only before a write, and a ``SAVEPOINT`` outside
+  one would be committed by its ``RELEASE``: the batch opens it first, with ``BEGIN
+  IMMEDIATE`` (it will write anyway, and a deferred transaction that reads first could not
+  later take the lock if another writer got in between).
+
+A clone flag (``record_flag``) is normally written in a transaction of its own, committed
+at once, so that a refused tap keeps it; in a batch that other connection would wait for the
+batch's lock on SQLite. The flags are collected per tap and written after its savepoint, in
+the batch's transaction.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from server.api.problems import PROBLEMS, TYPE_PREFIX, Problem
+from server.cards.service import DEFERRED_FLAGS
+from server.devices.auth import Principal
+from server.taps import service
+from server.taps.schemas import BATCH_MAX, TapBatchIn
+
+
+def limit(tap_limit: int | None) -> int:
+    """The most taps in one batch: ``BATCH_MAX``, or fewer if the till's tap rate limit is
+    lower (a batch that can never fit in it is refused as too large, not rate-limited
+    forever)."""
+    return BATCH_MAX if tap_limit is None else max(1, min(BATCH_MAX, tap_limit))
+
+
+def check_size(data: object, most: int) -> None:
+    """Refuse a batch with more than ``most`` taps before validating each one.
+
+    Raises:
+        Problem: ``batch-too-large`` with ``max``.
+    """
+    taps = data.get("taps") if isinstance(data, dict) else None
+    if isinstance(taps, list) and len(taps) > most:
+        raise Problem("batch-too-large", f"{len(taps)} taps in one batch; at most {most}",
+                      max=most)
+
+
+def _problem(problem: Problem) -> dict:
+    status, title = PROBLEMS[problem.slug]
+    body = {"type": TYPE_PREFIX + problem.slug, "title": title, "status": status}
+    if problem.detail:
+        body["detail"] = problem.detail
+    return {**body, **problem.extra}
+
+
+def _begin(main: Session):
+    """The request's connection, in a transaction that savepoints can nest in."""
+    conn = main.connection()
+    if conn.dialect.name == "sqlite" and not conn.connection.dbapi_connection.in_transaction:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    return conn
+
+
+def record(main: Session, vault: Session, device: Principal, batch: TapBatchIn) -> dict:
+    """Record each tap of ``batch`` in order; the outcome of each (no customer record).
+
+    A ``Problem`` of one tap becomes its outcome; any other error (a database gone) ends the
+    whole batch, which the request then rolls back.
+    """
+    conn = _begin(main)
+    results: list[dict] = []
+    counts = {"recorded": 0, "replayed": 0, "problem": 0}
+    for req in batch.taps:
+        flags: list = []
+        event = Session(bind=conn, join_transaction_mode="create_savepoint",
+                        info={DEFERRED_FLAGS: flags})
+        try:
+            done = service.tap(event, vault, device, req, record=False)
+            event.commit()
+            outcome = {"event_id": str(req.event_id),
+                       "status": "replayed" if done["replayed"] else "recorded",
+                       "visit_id": done["visit_id"], "card_id": done["card_id"],
+                       "flags": done["flags"], "problem": None}
+        except Problem as problem:
+            event.rollback()
+            outcome = {"event_id": str(req.event_id), "status": "problem", "visit_id": None,
+                       "card_id": problem.extra.get("card_id"), "flags": [],
+                       "problem": _problem(problem)}
+        finally:
+            event.close()
+        for statement in flags:
+            conn.execute(statement)
+        counts[outcome["status"]] += 1
+        results.append(outcome)
+    return {"results": results, "recorded": counts["recorded"],
+            "replayed": counts["replayed"], "problems": counts["problem"]}
