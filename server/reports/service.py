@@ -51,7 +51,8 @@ from server.db import UTCDateTime
 from server.devices.models import Device
 from server.loyalty import programmes
 from server.loyalty.models import Purchase, PurchaseLine, Redemption, Refund, RefundLine
-from server.reports.models import AnonymousSales, SalesDay, SalesDayState
+from server.reports import aggregates
+from server.reports.models import AnonymousSales, CustomerDay, SalesDay, SalesMonth, VisitDay
 from server.stores.models import Store
 from server.taps.models import Visit
 
@@ -206,16 +207,21 @@ def _purchases_in(s: Span, store_id: int | None, customers: Select | None):
 
 
 def aggregated(main: Session, s: Span) -> bool:
-    """Whether ``sales_days`` holds every sale by local day in this range's zone: on
-    PostgreSQL (its triggers keep it), built in the programme's zone (after a change of zone,
-    ``flask reports rebuild``; until then the reports read the purchases)."""
-    if main.get_bind().dialect.name != "postgresql":
-        return False
-    zone = main.scalar(select(SalesDayState.zone).where(SalesDayState.id == 1))
-    if zone is not None and zone != s.zone.key:
-        log.warning("sales_days is in %s, the programme in %s: reading the purchases until "
-                    "`flask reports rebuild`", zone, s.zone.key)
-    return zone == s.zone.key
+    """Whether the aggregates (``server.reports.aggregates``) hold every sale and visit by
+    local day in this range's zone: on PostgreSQL (its triggers keep them), built in the
+    programme's zone (after a change of zone, ``flask reports rebuild``; until then the
+    reports read the purchases)."""
+    return aggregates.kept_in(main, s.zone.key)
+
+
+def _whole_months(s: Span) -> tuple[date, date] | None:
+    """The first day of the range's first whole month and of the month after its last whole
+    one (``[first, after)``), or None when the range holds no whole month."""
+    first = s.start if s.start.day == 1 else first_day(s.start, "month")
+    if first < s.start:
+        first = date(first.year + first.month // 12, first.month % 12 + 1, 1)
+    after = first_day(s.end + timedelta(days=1), "month")
+    return (first, after) if first < after else None
 
 
 def best_sellers(main: Session, s: Span, period: str | None = "month", *,
@@ -289,20 +295,37 @@ def _best_sellers_from_days(main: Session, s: Span, period: str | None, store_id
     those SKUs only, from their lines in the range. Two statements: the second names the SKUs
     as literals so that PostgreSQL estimates them from its statistics and reads them through
     the SKU index instead of joining every line of the range."""
-    d = SalesDay
-    bucket = _period(main, cast(d.day, DateTime()), period, s)
-    store = d.store_id if by_store else literal(None, Integer)
-    net, quantity = _sum(d.net_cents), _sum(d.quantity_milli)
+    d, m = SalesDay, SalesMonth
+
+    def in_store(column):
+        return true() if store_id is None else column == store_id
+
+    months = _whole_months(s) if period in ("month", "season", "year", None) else None
+    columns = (d.store_id, d.sku, d.name, d.category, d.quantity_milli, d.net_cents)
+    if months is None:  # a week or a day is in no month row
+        sales = select(d.day, *columns).where(d.day >= s.start, d.day <= s.end,
+                                              in_store(d.store_id))
+    else:  # the whole months from sales_months, the days before and after from sales_days
+        first, after = months
+        sales = union_all(
+            select(m.month.label("day"), m.store_id, m.sku, m.name, m.category,
+                   m.quantity_milli, m.net_cents)
+            .where(m.month >= first, m.month < after, in_store(m.store_id)),
+            select(d.day, *columns)
+            .where(d.day >= s.start, d.day <= s.end, in_store(d.store_id),
+                   (d.day < first) | (d.day >= after)))
+    x = sales.subquery("sales")
+    bucket = _period(main, cast(x.c.day, DateTime()), period, s)
+    store = x.c.store_id if by_store else literal(None, Integer)
+    net, quantity = _sum(x.c.net_cents), _sum(x.c.quantity_milli)
     ranked = (
-        select(bucket.label("period"), store.label("store_id"), d.sku,
-               func.max(d.name).label("name"), func.max(d.category).label("category"),
+        select(bucket.label("period"), store.label("store_id"), x.c.sku,
+               func.max(x.c.name).label("name"), func.max(x.c.category).label("category"),
                quantity.label("quantity_milli"), net.label("net_cents"),
                func.row_number().over(partition_by=(bucket, store),
-                                      order_by=(net.desc(), quantity.desc(), d.sku))
+                                      order_by=(net.desc(), quantity.desc(), x.c.sku))
                .label("rank"))
-        .where(d.day >= s.start, d.day <= s.end,
-               true() if store_id is None else d.store_id == store_id)
-        .group_by(bucket, store, d.sku)
+        .group_by(bucket, store, x.c.sku)
     ).subquery("ranked")
     r = ranked.c
     tops = main.execute(
@@ -332,6 +355,8 @@ def visits(main: Session, s: Span, period: str = "month", *, store_id: int | Non
 
     Rows: period, store_id, store_code, visits, customers, taps.
     """
+    if aggregated(main, s):
+        return _visits_from_days(main, s, period, store_id, customers)
     moment = func.coalesce(Visit.tapped_at, Visit.recorded_at, type_=UTCDateTime())
     local = _local(main, moment, s)
     days = (
@@ -352,11 +377,48 @@ def visits(main: Session, s: Span, period: str = "month", *, store_id: int | Non
         .group_by(d.period, d.store_id, Store.code).order_by(d.period, Store.code)))
 
 
+def _visits_from_days(main: Session, s: Span, period: str, store_id: int | None,
+                      customers: Select | None) -> list:
+    """``visits`` from ``visit_days`` (one row a visit, with its taps): per customer first,
+    so that the customers are counted as rows, without COUNT(DISTINCT)."""
+    v = VisitDay
+    bucket = _period(main, cast(v.day, DateTime()), period, s)
+    per_customer = (
+        select(bucket.label("period"), v.store_id, v.customer_id,
+               func.count().label("visits"), _sum(v.taps).label("taps"))
+        .where(v.day >= s.start, v.day <= s.end,
+               true() if store_id is None else v.store_id == store_id,
+               _in_segment(v.customer_id, customers))
+        .group_by(bucket, v.store_id, v.customer_id)
+    ).subquery("visit_customers")
+    d = per_customer.c
+    return list(main.execute(
+        select(d.period, d.store_id, Store.code.label("store_code"),
+               _sum(d.visits).label("visits"), func.count().label("customers"),
+               _sum(d.taps).label("taps"))
+        .join(Store, Store.id == d.store_id)
+        .group_by(d.period, d.store_id, Store.code).order_by(d.period, Store.code)))
+
+
 def habits(main: Session, s: Span, *, customers: Select | None = None) -> list:
     """Where customers buy against their home store: one row per (home store, store bought in).
 
     Rows: home_store_id, store_id, customers (distinct), baskets, net_cents (refunds deducted).
     """
+    if aggregated(main, s):  # customer_days: per customer and store first, then per home
+        c = CustomerDay
+        per_customer = (
+            select(c.store_id, c.customer_id, _sum(c.baskets).label("baskets"),
+                   _sum(c.net_cents).label("net_cents"))
+            .where(c.day >= s.start, c.day <= s.end, _in_segment(c.customer_id, customers))
+            .group_by(c.store_id, c.customer_id)).subquery("habit_customers")
+        h = per_customer.c
+        return list(main.execute(
+            select(Customer.home_store_id, h.store_id, func.count().label("customers"),
+                   _sum(h.baskets).label("baskets"), _sum(h.net_cents).label("net_cents"))
+            .join(Customer, Customer.id == h.customer_id)
+            .group_by(Customer.home_store_id, h.store_id)
+            .order_by(Customer.home_store_id, h.store_id)))
     refunded = _refunded_purchases()
     return list(main.execute(
         select(Customer.home_store_id, Purchase.store_id,
@@ -393,32 +455,54 @@ def sellers(main: Session, s: Span, *, store_id: int | None = None,
     Rows: store_id, store_code, seller, baskets, net_cents, average_cents, customers,
     redemptions, anonymous_baskets, anonymous_cents, card_share (0-1 or None).
     """
-    refunded = _refunded_purchases()
+    zero = literal(0, Integer)
     rewards = (select(PurchaseLine.purchase_id,
                       func.count(distinct(PurchaseLine.redemption_id)).label("redemptions"))
                .where(PurchaseLine.redemption_id.is_not(None))
                .group_by(PurchaseLine.purchase_id).subquery("rewards"))
-    zero = literal(0, Integer)
-    card = (select(Purchase.store_id, func.coalesce(Purchase.seller, "").label("seller"),
-                   Purchase.id.label("purchase_id"), Purchase.customer_id,
-                   (Purchase.total_cents - func.coalesce(refunded.c.amount_cents, 0))
-                   .label("card_cents"),
-                   func.coalesce(rewards.c.redemptions, 0).label("redemptions"),
-                   zero.label("anonymous_baskets"), zero.label("anonymous_cents"),
-                   zero.label("reports"))
-            .outerjoin(refunded, refunded.c.purchase_id == Purchase.id)
-            .outerjoin(rewards, rewards.c.purchase_id == Purchase.id)
-            .where(_purchases_in(s, store_id, customers)))
-    parts = [card]
+    if aggregated(main, s):
+        # customer_days per store, seller and customer (the customers are then counted as
+        # rows); the rewards from the lines that used one (a partial index), by their purchase
+        c = CustomerDay
+        card = (select(c.store_id, c.seller, c.customer_id, _sum(c.baskets).label("baskets"),
+                       _sum(c.net_cents).label("card_cents"), zero.label("redemptions"),
+                       zero.label("anonymous_baskets"), zero.label("anonymous_cents"),
+                       zero.label("reports"))
+                .where(c.day >= s.start, c.day <= s.end,
+                       true() if store_id is None else c.store_id == store_id,
+                       _in_segment(c.customer_id, customers))
+                .group_by(c.store_id, c.seller, c.customer_id))
+        redeemed = (select(Purchase.store_id, func.coalesce(Purchase.seller, ""),
+                           cast(None, String), zero, zero, _sum(rewards.c.redemptions),
+                           zero, zero, zero)
+                    .join(rewards, rewards.c.purchase_id == Purchase.id)
+                    .where(_purchases_in(s, store_id, customers))
+                    .group_by(Purchase.store_id, Purchase.seller))
+        parts, per_customer = [card, redeemed], True
+    else:
+        refunded = _refunded_purchases()
+        card = (select(Purchase.store_id, func.coalesce(Purchase.seller, "").label("seller"),
+                       Purchase.customer_id, literal(1, Integer).label("baskets"),
+                       (Purchase.total_cents - func.coalesce(refunded.c.amount_cents, 0))
+                       .label("card_cents"),
+                       func.coalesce(rewards.c.redemptions, 0).label("redemptions"),
+                       zero.label("anonymous_baskets"), zero.label("anonymous_cents"),
+                       zero.label("reports"))
+                .outerjoin(refunded, refunded.c.purchase_id == Purchase.id)
+                .outerjoin(rewards, rewards.c.purchase_id == Purchase.id)
+                .where(_purchases_in(s, store_id, customers)))
+        parts, per_customer = [card], False
     if customers is None:
         parts.append(select(AnonymousSales.store_id, AnonymousSales.seller,
-                            cast(None, Integer), cast(None, String), zero, zero,
+                            cast(None, String), zero, zero, zero,
                             AnonymousSales.baskets, AnonymousSales.total_cents,
                             literal(1, Integer))
                      .where(_anonymous(s, store_id)))
     both = union_all(*parts).subquery("sales") if len(parts) > 1 else card.subquery("sales")
     b = both.c
-    baskets = func.count(b.purchase_id)
+    # a row per customer already (customer_days), or per purchase
+    count_customers = func.count(b.customer_id if per_customer else distinct(b.customer_id))
+    baskets = func.coalesce(_sum(b.baskets), 0)
     net = func.coalesce(_sum(b.card_cents), 0)
     anonymous = func.coalesce(_sum(b.anonymous_cents), 0)
     return list(main.execute(
@@ -427,7 +511,7 @@ def sellers(main: Session, s: Span, *, store_id: int | None = None,
                baskets.label("baskets"), net.label("net_cents"),
                case((baskets > 0, cast(func.round(net * 1.0 / baskets), Integer)), else_=None)
                .label("average_cents"),
-               func.count(distinct(b.customer_id)).label("customers"),
+               count_customers.label("customers"),
                func.coalesce(_sum(b.redemptions), 0).label("redemptions"),
                func.coalesce(_sum(b.anonymous_baskets), 0).label("anonymous_baskets"),
                anonymous.label("anonymous_cents"),
