@@ -24,6 +24,7 @@ from server.reports.models import (
     SalesDayState,
     SalesMonth,
     VisitDay,
+    VisitMonth,
 )
 from server.segments.models import Segment
 from server.staff.models import AuthFailure, Staff
@@ -34,7 +35,7 @@ from server.value.models import ValueScore, ValueSnapshot
 from server.vault.models import VaultRecord
 
 __all__ = ["Account", "AccountPayment", "AnonymousSales", "AuditEntry", "AuthFailure",
-           "CategoryDay", "CustomerDay", "SalesMonth", "VisitDay",
+           "CategoryDay", "CustomerDay", "SalesMonth", "VisitDay", "VisitMonth",
            "BirthdayDay", "Campaign", "CampaignMessage", "Card", "CardFlag", "Consent", "Customer",
            "Device", "ImportedCustomer", "PointsEntry", "Product", "ProgrammeVersion", "Purchase",
            "PurchaseLine", "Redemption", "Refund", "RefundLine", "SalesDay", "SalesDayState",

@@ -8,7 +8,9 @@ they are exact at every commit and cannot miss a late one:
   net total (habits, sellers, segments by month, season or weekday);
 - ``category_days`` (0018): per category, local day and customer, lines bought (segments by
   category);
-- ``visit_days`` (0018): per local day, store and customer, taps (the visits report).
+- ``visit_days`` (0018): per local day, store and customer, taps (the visits report);
+- ``visit_months`` (0018): the same by local month (days and taps), from triggers on
+  ``visit_days``.
 
 All are in the zone of ``sales_days_state``; ``rebuild`` computes them whole again (after a
 change of the programme's time zone, or a bulk load made with the triggers disabled). SQLite
@@ -28,7 +30,8 @@ from server.reports.models import SalesDayState
 log = logging.getLogger(__name__)
 
 # as migrations 0017's and 0018's (a migration keeps its own frozen copy), by local day in the
-# state's zone; sales_months is not here: the triggers on sales_days fill it as its rows come
+# state's zone; sales_months and visit_months are not here: the triggers on sales_days and
+# visit_days fill them as their rows come
 REBUILDS = {
     # the lines net of their refunds
     "sales_days": """
@@ -74,7 +77,8 @@ FROM visits v
 GROUP BY 1, 2, 3
 """,
 }
-TABLES = ("sales_days", "sales_months", "customer_days", "category_days", "visit_days")
+TABLES = ("sales_days", "sales_months", "customer_days", "category_days", "visit_days",
+          "visit_months")
 
 
 def kept_in(main: Session, zone: str) -> bool:

@@ -124,3 +124,17 @@ class VisitDay(Base):
     store_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     customer_id: Mapped[str] = mapped_column(String(16), primary_key=True)
     taps: Mapped[int] = mapped_column(Integer)
+
+
+class VisitMonth(Base):
+    """``visit_days`` by local month: the visits (days) and taps of a customer at a store,
+    kept by triggers on ``visit_days`` (migration 0018). In key order, a month's customers
+    per store are counted as they are read."""
+
+    __tablename__ = "visit_months"
+
+    month: Mapped[date] = mapped_column(Date, primary_key=True)
+    store_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    days: Mapped[int] = mapped_column(Integer)
+    taps: Mapped[int] = mapped_column(Integer)

@@ -52,9 +52,17 @@ from server.devices.models import Device
 from server.loyalty import programmes
 from server.loyalty.models import Purchase, PurchaseLine, Redemption, Refund, RefundLine
 from server.reports import aggregates
-from server.reports.models import AnonymousSales, CustomerDay, SalesDay, SalesMonth, VisitDay
+from server.reports.models import (
+    AnonymousSales,
+    CustomerDay,
+    SalesDay,
+    SalesMonth,
+    VisitDay,
+    VisitMonth,
+)
 from server.stores.models import Store
 from server.taps.models import Visit
+from server.value.service import for_reports
 
 log = logging.getLogger(__name__)
 PERIODS = ("day", "week", "month", "season", "year")
@@ -236,6 +244,7 @@ def best_sellers(main: Session, s: Span, period: str | None = "month", *,
     times fewer rows than its purchase lines) and only the buyers of the SKUs that made a
     top are counted from the lines; a segment, or SQLite, reads the purchases.
     """
+    for_reports(main)  # the sorts and hashes of a year in memory (PostgreSQL)
     if customers is None and aggregated(main, s):
         return _best_sellers_from_days(main, s, period, store_id, by_store, top)
     refunded = _refunded_lines()
@@ -355,6 +364,7 @@ def visits(main: Session, s: Span, period: str = "month", *, store_id: int | Non
 
     Rows: period, store_id, store_code, visits, customers, taps.
     """
+    for_reports(main)  # the sorts and hashes of a year in memory (PostgreSQL)
     if aggregated(main, s):
         return _visits_from_days(main, s, period, store_id, customers)
     moment = func.coalesce(Visit.tapped_at, Visit.recorded_at, type_=UTCDateTime())
@@ -380,24 +390,37 @@ def visits(main: Session, s: Span, period: str = "month", *, store_id: int | Non
 def _visits_from_days(main: Session, s: Span, period: str, store_id: int | None,
                       customers: Select | None) -> list:
     """``visits`` from ``visit_days`` (one row a visit, with its taps): per customer first,
-    so that the customers are counted as rows, without COUNT(DISTINCT)."""
-    v = VisitDay
+    so that the customers are counted as rows, without COUNT(DISTINCT). By month, the whole
+    months from ``visit_months``, whose key order (month, store, customer) counts them as
+    they are read; the days before and after from ``visit_days``."""
+    months = _whole_months(s) if period == "month" else None
+    v, m = VisitDay, VisitMonth
+    in_store = true() if store_id is None else v.store_id == store_id
     bucket = _period(main, cast(v.day, DateTime()), period, s)
     per_customer = (
         select(bucket.label("period"), v.store_id, v.customer_id,
                func.count().label("visits"), _sum(v.taps).label("taps"))
-        .where(v.day >= s.start, v.day <= s.end,
-               true() if store_id is None else v.store_id == store_id,
-               _in_segment(v.customer_id, customers))
+        .where(v.day >= s.start, v.day <= s.end, in_store,
+               _in_segment(v.customer_id, customers),
+               true() if months is None else (v.day < months[0]) | (v.day >= months[1]))
         .group_by(bucket, v.store_id, v.customer_id)
     ).subquery("visit_customers")
     d = per_customer.c
+    parts = [select(d.period, d.store_id, _sum(d.visits).label("visits"),
+                    func.count().label("customers"), _sum(d.taps).label("taps"))
+             .group_by(d.period, d.store_id)]
+    if months is not None:
+        parts.append(select(m.month, m.store_id, _sum(m.days), func.count(), _sum(m.taps))
+                     .where(m.month >= months[0], m.month < months[1],
+                            true() if store_id is None else m.store_id == store_id,
+                            _in_segment(m.customer_id, customers))
+                     .group_by(m.month, m.store_id))
+    both = (union_all(*parts) if len(parts) > 1 else parts[0]).subquery("visit_counts")
+    b = both.c
     return list(main.execute(
-        select(d.period, d.store_id, Store.code.label("store_code"),
-               _sum(d.visits).label("visits"), func.count().label("customers"),
-               _sum(d.taps).label("taps"))
-        .join(Store, Store.id == d.store_id)
-        .group_by(d.period, d.store_id, Store.code).order_by(d.period, Store.code)))
+        select(b.period, b.store_id, Store.code.label("store_code"), b.visits, b.customers,
+               b.taps)
+        .join(Store, Store.id == b.store_id).order_by(b.period, Store.code)))
 
 
 def habits(main: Session, s: Span, *, customers: Select | None = None) -> list:
@@ -405,6 +428,7 @@ def habits(main: Session, s: Span, *, customers: Select | None = None) -> list:
 
     Rows: home_store_id, store_id, customers (distinct), baskets, net_cents (refunds deducted).
     """
+    for_reports(main)  # the sorts and hashes of a year in memory (PostgreSQL)
     if aggregated(main, s):  # customer_days: per customer and store first, then per home
         c = CustomerDay
         per_customer = (
@@ -455,6 +479,7 @@ def sellers(main: Session, s: Span, *, store_id: int | None = None,
     Rows: store_id, store_code, seller, baskets, net_cents, average_cents, customers,
     redemptions, anonymous_baskets, anonymous_cents, card_share (0-1 or None).
     """
+    for_reports(main)  # the sorts and hashes of a year in memory (PostgreSQL)
     zero = literal(0, Integer)
     rewards = (select(PurchaseLine.purchase_id,
                       func.count(distinct(PurchaseLine.redemption_id)).label("redemptions"))
@@ -530,6 +555,7 @@ def stores(main: Session, s: Span, *, store_id: int | None = None,
     Rows: store_id, store_code, enrolments, baskets, net_cents, average_cents, redemptions,
     anonymous_cents, card_share (0-1 or None).
     """
+    for_reports(main)  # the sorts and hashes of a year in memory (PostgreSQL)
     refunded = _refunded_purchases()
     net = _sum(Purchase.total_cents - func.coalesce(refunded.c.amount_cents, 0))
     sales = (select(Purchase.store_id, func.count(Purchase.id).label("baskets"),

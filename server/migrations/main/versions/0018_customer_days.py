@@ -1,5 +1,5 @@
-"""reports: per-customer daily aggregates (customer_days, category_days, visit_days) and a
-monthly grain of sales_days (sales_months), kept by PostgreSQL triggers in the same
+"""reports: per-customer daily aggregates (customer_days, category_days, visit_days) and
+monthly grains of sales_days and visit_days (sales_months, visit_months), kept by PostgreSQL triggers in the same
 transaction as each purchase, purchase line, refund or visit
 
 Revision ID: 0018_customer_days
@@ -10,7 +10,9 @@ The grain is the local day, not the month: with some 3 purchases a customer a ye
 customer's month holds about one purchase, so a month grain would be no smaller, and the day
 covers any range of local dates exactly (a report's range, a segment's months or weekdays)
 with no partial month to read from the purchases. ``sales_months`` does pay (a store sells a
-SKU on many days of a month). Like 0017: PostgreSQL only, in the zone of
+SKU on many days of a month); ``visit_months`` (a customer's visits to a store in a month, kept
+from ``visit_days``) is in the order the visits report counts its customers, per month and
+store, without a hash of every customer. Like 0017: PostgreSQL only, in the zone of
 ``sales_days_state``; on SQLite the tables stay empty and the reports read the purchases.
 """
 
@@ -254,6 +256,47 @@ BEGIN
     RETURN NULL;
 END $$;
 
+-- ---------------------------------------------------------------- visit_months
+-- visit_days by local month: a day row is a visit, so its month counts the rows (days) and
+-- adds their taps
+CREATE FUNCTION visit_months_on_days() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO visit_months AS m (month, store_id, customer_id, days, taps)
+    SELECT date_trunc('month', x.day)::date, x.store_id, x.customer_id, sum(x.days),
+           sum(x.taps)
+    FROM (SELECT day, store_id, customer_id, 1 AS days, taps FROM new_days
+          UNION ALL
+          SELECT day, store_id, customer_id, -1, -taps FROM old_days) x
+    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (month, store_id, customer_id) DO UPDATE
+        SET days = m.days + EXCLUDED.days, taps = m.taps + EXCLUDED.taps;
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION visit_months_on_days_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO visit_months AS m (month, store_id, customer_id, days, taps)
+    SELECT date_trunc('month', n.day)::date, n.store_id, n.customer_id, count(*), sum(n.taps)
+    FROM new_days n GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (month, store_id, customer_id) DO UPDATE
+        SET days = m.days + EXCLUDED.days, taps = m.taps + EXCLUDED.taps;
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION visit_months_on_days_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE visit_months m SET days = m.days - o.days, taps = m.taps - o.taps
+      FROM (SELECT date_trunc('month', day)::date AS month, store_id, customer_id,
+                   count(*) AS days, sum(taps) AS taps
+              FROM old_days GROUP BY 1, 2, 3) o
+     WHERE m.month = o.month AND m.store_id = o.store_id AND m.customer_id = o.customer_id;
+    DELETE FROM visit_months m USING (SELECT DISTINCT date_trunc('month', day)::date AS month,
+                                             store_id, customer_id FROM old_days) o
+     WHERE m.month = o.month AND m.store_id = o.store_id AND m.customer_id = o.customer_id
+       AND m.days <= 0;
+    RETURN NULL;
+END $$;
+
 CREATE TRIGGER customer_days_purchases_inserted AFTER INSERT ON purchases
     REFERENCING NEW TABLE AS new_purchases
     FOR EACH STATEMENT EXECUTE FUNCTION customer_days_on_purchases_inserted();
@@ -292,9 +335,24 @@ CREATE TRIGGER sales_months_days_updated AFTER UPDATE ON sales_days
 CREATE TRIGGER sales_months_days_deleted AFTER DELETE ON sales_days
     REFERENCING OLD TABLE AS old_days
     FOR EACH STATEMENT EXECUTE FUNCTION sales_months_on_days_deleted();
+CREATE TRIGGER visit_months_days_inserted AFTER INSERT ON visit_days
+    REFERENCING NEW TABLE AS new_days
+    FOR EACH STATEMENT EXECUTE FUNCTION visit_months_on_days_inserted();
+CREATE TRIGGER visit_months_days_updated AFTER UPDATE ON visit_days
+    REFERENCING NEW TABLE AS new_days OLD TABLE AS old_days
+    FOR EACH STATEMENT EXECUTE FUNCTION visit_months_on_days();
+CREATE TRIGGER visit_months_days_deleted AFTER DELETE ON visit_days
+    REFERENCING OLD TABLE AS old_days
+    FOR EACH STATEMENT EXECUTE FUNCTION visit_months_on_days_deleted();
 """
 
 DROP = """
+DROP TRIGGER IF EXISTS visit_months_days_deleted ON visit_days;
+DROP TRIGGER IF EXISTS visit_months_days_updated ON visit_days;
+DROP TRIGGER IF EXISTS visit_months_days_inserted ON visit_days;
+DROP FUNCTION IF EXISTS visit_months_on_days_deleted();
+DROP FUNCTION IF EXISTS visit_months_on_days_inserted();
+DROP FUNCTION IF EXISTS visit_months_on_days();
 DROP TRIGGER IF EXISTS sales_months_days_deleted ON sales_days;
 DROP TRIGGER IF EXISTS sales_months_days_updated ON sales_days;
 DROP TRIGGER IF EXISTS sales_months_days_inserted ON sales_days;
@@ -356,6 +414,12 @@ SELECT (timezone((SELECT zone FROM sales_days_state WHERE id = 1),
 FROM visits v
 GROUP BY 1, 2, 3
 """,
+    "visit_months": """
+INSERT INTO visit_months (month, store_id, customer_id, days, taps)
+SELECT date_trunc('month', day)::date, store_id, customer_id, count(*), sum(taps)
+FROM visit_days
+GROUP BY 1, 2, 3
+""",
     "sales_months": """
 INSERT INTO sales_months (month, store_id, sku, name, category, lines, quantity_milli,
                           net_cents)
@@ -397,6 +461,16 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint('day', 'store_id', 'customer_id', name=op.f('pk_visit_days')),
     )
     op.create_table(
+        'visit_months',
+        sa.Column('month', sa.Date(), nullable=False),
+        sa.Column('store_id', sa.Integer(), nullable=False),
+        sa.Column('customer_id', sa.String(length=16), nullable=False),
+        sa.Column('days', sa.Integer(), nullable=False),
+        sa.Column('taps', sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint('month', 'store_id', 'customer_id',
+                                name=op.f('pk_visit_months')),
+    )
+    op.create_table(
         'sales_months',
         sa.Column('month', sa.Date(), nullable=False),
         sa.Column('store_id', sa.Integer(), nullable=False),
@@ -432,6 +506,7 @@ def downgrade() -> None:
         op.execute(DROP)
     op.drop_index('ix_purchase_lines_redeemed', table_name='purchase_lines')
     op.drop_table('sales_months')
+    op.drop_table('visit_months')
     op.drop_table('visit_days')
     op.drop_table('category_days')
     op.drop_table('customer_days')
