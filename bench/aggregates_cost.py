@@ -32,6 +32,7 @@ TRIGGERS = {  # table: (0017's, 0018's)
     "purchase_lines": (("sales_days_lines_inserted",), ("category_days_lines_inserted",)),
     "visits": ((), ("visit_days_visits_inserted",)),
     "sales_days": ((), ("sales_months_days_inserted", "sales_months_days_updated")),
+    "visit_days": ((), ("visit_months_days_inserted", "visit_months_days_updated")),
 }
 SETTINGS = {"no aggregate": (False, False), "sales_days (0017)": (True, False),
             "0017 + 0018": (True, True)}
