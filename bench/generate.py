@@ -13,8 +13,8 @@ their ledger, a purchase's total and points the sums of its lines, a line's refu
 quantity the sum of its refund lines, a customer's tier what their qualifying points of the
 last 12 months make it, vault rows encrypted with the project's vault code under the
 instance's key file. Statements are built by the project's own ``build_statement``; on
-PostgreSQL ``sales_days`` (whose triggers the bulk load skips) is rebuilt at the end by the
-project's own ``rebuild``.
+PostgreSQL the report aggregates (``sales_days``, ``customer_days``...: the bulk load skips
+their triggers) are rebuilt at the end by the project's own ``rebuild``.
 
 Distributions: stores of a chain in regions (France and Lithuania), each customer with a
 home store and some share of purchases elsewhere (mostly in the same region); purchases per
@@ -829,18 +829,19 @@ def statements(app, months: int = 3) -> int:
 
 
 def sales_days(app) -> int:
-    """Rebuild ``sales_days`` with the project's own ``rebuild`` (``flask reports rebuild``):
-    the load ran with ``session_replication_role = replica``, which skips its triggers too.
-    Returns its rows."""
+    """Rebuild the report aggregates with the project's own ``rebuild`` (``flask reports
+    rebuild``): the load ran with ``session_replication_role = replica``, which skips their
+    triggers too. Returns the rows of ``sales_days``."""
     from sqlalchemy import text
     from sqlalchemy.orm import Session
 
-    from server.reports.aggregates import rebuild
+    from server.reports.aggregates import TABLES, rebuild
 
     with app.app_context(), Session(app.extensions["loyalty.db"].main) as main:
         rows = rebuild(main)
         main.commit()
-        main.execute(text("ANALYZE sales_days"))
+        for table in TABLES:
+            main.execute(text(f"ANALYZE {table}"))
         main.commit()
     return rows
 
@@ -880,7 +881,7 @@ def generate(database_url: str, vault_url: str, customers: int, purchases: int, 
     dbs.dispose()
     made = statements(app)
     if dbs.main.dialect.name == "postgresql":
-        print("  sales_days ...", file=sys.stderr, flush=True)
+        print("  report aggregates ...", file=sys.stderr, flush=True)
         sales_days(app)
     dbs.dispose()
     info = {"customers": customers, "purchases": purchases, "seed": seed,

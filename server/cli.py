@@ -435,8 +435,9 @@ def reports_cli() -> None:
     pass
 
 
-@reports_cli.command("rebuild", help="Compute the daily sales per store and SKU again "
-                                     "(PostgreSQL; after a change of the programme's time zone).")
+@reports_cli.command("rebuild", help="Compute the reports' aggregates again (daily and monthly "
+                                     "sales, customers' days, visits; PostgreSQL; after a "
+                                     "change of the programme's time zone).")
 def reports_rebuild() -> None:
     from server.reports.aggregates import rebuild
 

@@ -16,7 +16,16 @@ from server.loyalty.models import (
                                    RefundLine,
 )
 from server.privacy.models import AuditEntry, Consent
-from server.reports.models import AnonymousSales, SalesDay, SalesDayState
+from server.reports.models import (
+    AnonymousSales,
+    CategoryDay,
+    CustomerDay,
+    SalesDay,
+    SalesDayState,
+    SalesMonth,
+    VisitDay,
+    VisitMonth,
+)
 from server.segments.models import Segment
 from server.staff.models import AuthFailure, Staff
 from server.stores.models import Store
@@ -26,6 +35,7 @@ from server.value.models import ValueScore, ValueSnapshot
 from server.vault.models import VaultRecord
 
 __all__ = ["Account", "AccountPayment", "AnonymousSales", "AuditEntry", "AuthFailure",
+           "CategoryDay", "CustomerDay", "SalesMonth", "VisitDay", "VisitMonth",
            "BirthdayDay", "Campaign", "CampaignMessage", "Card", "CardFlag", "Consent", "Customer",
            "Device", "ImportedCustomer", "PointsEntry", "Product", "ProgrammeVersion", "Purchase",
            "PurchaseLine", "Redemption", "Refund", "RefundLine", "SalesDay", "SalesDayState",

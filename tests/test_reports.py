@@ -30,7 +30,7 @@ import uuid
 from datetime import UTC, date, datetime
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
 from server.cards.models import Card
@@ -290,6 +290,126 @@ def test_sales_days_follow_every_change_and_rank_as_the_purchases(app, data, mon
         s.commit()
         assert days(s) == kept
         fast, slow = _both_ways(app, s, monkeypatch)
+        assert fast == slow
+
+
+def _aggregates(s: Session) -> dict[str, list[tuple]]:
+    """Every row of every report aggregate, in key order."""
+    from server.reports.aggregates import TABLES
+
+    return {table: sorted(tuple(r) for r in s.execute(text(f"SELECT * FROM {table}")))
+            for table in TABLES}
+
+
+def _every_report_both_ways(app, s: Session, monkeypatch, segment) -> tuple[list, list]:
+    """The visits, habits and sellers (everyone, then a segment) and the best sellers with
+    whole months (a range from 15 December: partial months at both ends) read from the
+    aggregates, then from the purchases."""
+    spans = [_span(app, s), _span(app, s, date(2025, 12, 15), date(2026, 4, 3))]
+
+    def ask():
+        found = []
+        for span in spans:
+            for customers in (None, segment):
+                found.append([tuple(r) for period in service.PERIODS
+                              for r in service.visits(s, span, period, customers=customers)])
+                found.append([tuple(r) for r in service.habits(s, span, customers=customers)])
+                found.append([tuple(r) for r in service.sellers(s, span, customers=customers)])
+            found.append([tuple(r) for period in ("month", "season", "year", None)
+                          for by in (False, True)
+                          for r in service.best_sellers(s, span, period, by_store=by)])
+        return found
+
+    assert service.aggregated(s, spans[0])
+    fast = ask()
+    with monkeypatch.context() as m:
+        m.setattr(service, "aggregated", lambda *_a: False)
+        slow = ask()
+    return fast, slow
+
+
+@pytest.mark.parametrize("db_backend", [pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_customer_and_visit_days_follow_every_change_and_report_as_the_purchases(
+        app, data, monkeypatch):
+    from server.reports.aggregates import rebuild
+
+    home_a = select(Customer.id).where(Customer.home_store_id == data["A"])
+    with app.app_context(), _main(app) as s:
+        fast, slow = _every_report_both_ways(app, s, monkeypatch, home_a)
+        assert fast == slow and all(fast[:3])
+        kept = _aggregates(s)
+        # p2, 31 Jan 23:30 UTC, is 1 February in Paris; p1 less its refund (in April)
+        assert (date(2026, 2, 1), "c2", data["A"], "anna", 1, 5000) in kept["customer_days"]
+        assert (date(2026, 1, 10), "c1", data["A"], "anna", 1, 6500) in kept["customer_days"]
+        assert (date(2026, 2, 20), "c3", data["B"], "", 1, 3000) in kept["customer_days"]
+        assert ("acc", date(2026, 2, 15), "c1", 2) in kept["category_days"]
+        # two taps on 10 January are one visit; 31 Jan 23:20 UTC is 1 February in Paris
+        assert (date(2026, 1, 10), data["A"], "c1", 2) in kept["visit_days"]
+        assert (date(2026, 2, 1), data["A"], "c2", 1) in kept["visit_days"]
+        assert (date(2026, 1, 1), data["A"], "SKU1", "Shoe", "shoes", 1, 1000, 5000) \
+            in kept["sales_months"]
+        # every kind of change, then the triggers' rows against a rebuild from the tables
+        p5 = s.scalar(select(Purchase).where(Purchase.store_id == data["C"]))
+        p4 = s.scalar(select(Purchase).where(Purchase.customer_id == "c3",
+                                             Purchase.store_id == data["B"]))
+        p7 = s.scalar(select(Purchase).where(Purchase.paid_at == _at("2026-03-01 10:00")))
+        refund = Refund(event_id=_id(), purchase_id=p5.id, device_id=p5.device_id,
+                        amount_cents=2000, points_reversed=0)
+        s.add(refund)
+        s.flush()
+        refund.amount_cents = 2500  # corrected: the old amount given back, the new taken
+        s.flush()
+        again = Refund(event_id=_id(), purchase_id=p4.id, device_id=p4.device_id,
+                       amount_cents=700, points_reversed=0)
+        s.add(again)
+        s.flush()
+        s.delete(again)  # and cancelled
+        p5.paid_at, p5.store_id, p5.seller = _at("2026-01-03 12:00"), data["B"], "bruno"
+        p4.customer_id, p4.total_cents = "c4", 3300
+        s.flush()
+        line = s.scalar(select(PurchaseLine).where(PurchaseLine.purchase_id == p4.id))
+        line.category = "hats"
+        for lost in s.scalars(select(PurchaseLine).where(PurchaseLine.purchase_id == p7.id)):
+            s.delete(lost)
+        s.flush()
+        s.delete(p7)  # a purchase deleted with its lines
+        # a new purchase of two lines in one statement, and three taps in one
+        p8 = Purchase(event_id=_id(), customer_id="c4", store_id=data["C"],
+                      device_id=p5.device_id, seller="carla", currency="EUR",
+                      paid_at=_at("2026-03-10 09:00"), total_cents=4200)
+        s.add(p8)
+        s.flush()
+        s.execute(insert(PurchaseLine), [
+            {"purchase_id": p8.id, "line_no": n, "sku": sku, "name": sku, "category": cat,
+             "quantity_milli": 1000, "unit_price_cents": cents, "net_cents": cents}
+            for n, (sku, cat, cents) in enumerate((("SKU4", "acc", 1200),
+                                                   ("SKU5", None, 3000)), 1)])
+        s.execute(insert(Visit), [
+            {"event_id": _id(), "customer_id": cid, "card_id": f"K-{cid}", "store_id": store,
+             "device_id": p5.device_id, "method": "qr", "tapped_at": _at(at),
+             "recorded_at": _at(at)}
+            for cid, store, at in (("c4", data["C"], "2026-03-10 08:55"),
+                                   ("c4", data["C"], "2026-03-10 09:05"),
+                                   ("c2", data["A"], "2026-01-20 10:00"))])
+        moved = s.scalar(select(Visit).where(Visit.tapped_at == _at("2026-01-20 10:00"),
+                                             Visit.customer_id == "c1"))
+        moved.tapped_at = _at("2026-01-21 10:00")
+        s.delete(s.scalar(select(Visit).where(Visit.tapped_at == _at("2026-02-20 08:55"))))
+        s.commit()
+        kept = _aggregates(s)
+        assert (date(2026, 1, 3), "c1", data["B"], "bruno", 1, 2500) not in \
+            kept["customer_days"]  # c4's, 5000 less 2500
+        assert (date(2026, 1, 3), "c4", data["B"], "bruno", 1, 2500) in kept["customer_days"]
+        assert (date(2026, 2, 20), "c4", data["B"], "", 1, 3300) in kept["customer_days"]
+        assert not [r for r in kept["customer_days"] if r[0] in (date(2026, 3, 1),
+                                                                 date(2026, 3, 25))]
+        assert ("hats", date(2026, 2, 20), "c4", 1) in kept["category_days"]
+        assert (date(2026, 3, 10), data["C"], "c4", 2) in kept["visit_days"]
+        assert not [v for v in kept["visit_days"] if v[0] == date(2026, 2, 20)]
+        rebuild(s)
+        s.commit()
+        assert _aggregates(s) == kept
+        fast, slow = _every_report_both_ways(app, s, monkeypatch, home_a)
         assert fast == slow
 
 

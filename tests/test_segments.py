@@ -123,6 +123,36 @@ def test_members_by_hand(app, people, definition, expected):
     assert _members(app, people, **definition) == expected
 
 
+def test_purchases_at_the_ends_of_a_recent_range(app, creds, people, monkeypatch):
+    """``within_months`` starts and ends at instants: on PostgreSQL the whole days between
+    come from the daily aggregates, the parts of the first and last day from the purchases;
+    the same members either way, and as SQLite finds them."""
+    from server.reports import aggregates
+
+    # NOW is Friday 20 November 2026 12:00 UTC, 13:00 in Paris; six months before, 20 May
+    # 13:00 in Paris (summer time), 11:00 UTC
+    data = Data(app, creds)
+    for code, at in (("P2", datetime(2026, 5, 20, 10, 59, tzinfo=UTC)),  # just before
+                     ("P3", datetime(2026, 5, 20, 11, 30, tzinfo=UTC)),  # first, part day
+                     ("P2", datetime(2026, 11, 20, 12, 30, tzinfo=UTC)),  # after NOW
+                     ("P4", datetime(2026, 11, 20, 11, 0, tzinfo=UTC)),  # today, before
+                     ("P3", datetime(2026, 8, 11, 9, 0, tzinfo=UTC))):  # a Tuesday between
+        data.purchase(people[code], "10.00", at, lines=[("EDGE-1", "edge")])
+    data.commit()
+    data.close()
+    cases = [({"within_months": 6}, {"P1", "P3", "P4"}),
+             ({"within_months": 6, "categories": ["edge"]}, {"P3", "P4"}),
+             ({"within_months": 6, "categories": ["edge"], "weekdays": [4]}, {"P4"}),
+             ({"within_months": 6, "weekdays": [1], "seasons": ["summer"]}, {"P3"}),
+             ({"categories": ["edge"], "months": [5]}, {"P2", "P3"}),
+             ({"within_months": 1, "categories": ["edge"]}, {"P4"})]
+    found = [_members(app, people, **d) for d, _ in cases]
+    assert found == [expected for _, expected in cases]
+    monkeypatch.setattr(aggregates, "kept_in", lambda *_a: False)
+    monkeypatch.setattr(service, "kept_in", lambda *_a: False)
+    assert [_members(app, people, **d) for d, _ in cases] == found
+
+
 def test_the_value_scores_the_cases_rely_on(app, people):
     from server.loyalty.programme import default_programme
     from server.value.service import scores

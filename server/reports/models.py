@@ -10,6 +10,7 @@ from sqlalchemy import (
     CheckConstraint,
     Date,
     ForeignKey,
+    Index,
     Integer,
     String,
     UniqueConstraint,
@@ -67,3 +68,73 @@ class SalesDay(Base):
     lines: Mapped[int] = mapped_column(Integer)  # the row goes when its last line does
     quantity_milli: Mapped[int] = mapped_column(BigInteger)
     net_cents: Mapped[int] = mapped_column(BigInteger)
+
+
+class SalesMonth(Base):
+    """``sales_days`` by local month (the sum of its day rows), kept by triggers on
+    ``sales_days`` (migration 0018): the best sellers of whole months read it."""
+
+    __tablename__ = "sales_months"
+
+    month: Mapped[date] = mapped_column(Date, primary_key=True)  # the first day
+    store_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sku: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    category: Mapped[str | None] = mapped_column(String(64))
+    lines: Mapped[int] = mapped_column(Integer)
+    quantity_milli: Mapped[int] = mapped_column(BigInteger)
+    net_cents: Mapped[int] = mapped_column(BigInteger)
+
+
+class CustomerDay(Base):
+    """One customer's purchases in one store from one seller ("" when the till named none) on
+    one local day: baskets and their total less what refunds took back (in the purchase's
+    day). Written only by the database's triggers (migration 0018), like ``sales_days``."""
+
+    __tablename__ = "customer_days"
+    __table_args__ = (Index("ix_customer_days_customer_day", "customer_id", "day"),)
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    store_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seller: Mapped[str] = mapped_column(String(64), primary_key=True)
+    baskets: Mapped[int] = mapped_column(Integer)  # the row goes with its last purchase
+    net_cents: Mapped[int] = mapped_column(BigInteger)
+
+
+class CategoryDay(Base):
+    """A customer bought ``lines`` lines of a category on a local day (refunds do not count:
+    a segment asks who bought). Lines without a category are not kept. Triggers only."""
+
+    __tablename__ = "category_days"
+
+    category: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    lines: Mapped[int] = mapped_column(Integer)
+
+
+class VisitDay(Base):
+    """One visit as the visits report counts it (a customer at a store on a local day) and
+    its taps. Written only by the database's triggers on ``visits`` (migration 0018)."""
+
+    __tablename__ = "visit_days"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    store_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    taps: Mapped[int] = mapped_column(Integer)
+
+
+class VisitMonth(Base):
+    """``visit_days`` by local month: the visits (days) and taps of a customer at a store,
+    kept by triggers on ``visit_days`` (migration 0018). In key order, a month's customers
+    per store are counted as they are read."""
+
+    __tablename__ = "visit_months"
+
+    month: Mapped[date] = mapped_column(Date, primary_key=True)
+    store_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    days: Mapped[int] = mapped_column(Integer)
+    taps: Mapped[int] = mapped_column(Integer)

@@ -41,6 +41,7 @@ from sqlalchemy import (
     func,
     literal,
     select,
+    text,
     true,
     union_all,
 )
@@ -51,7 +52,15 @@ from server.db import UTCDateTime
 from server.devices.models import Device
 from server.loyalty import programmes
 from server.loyalty.models import Purchase, PurchaseLine, Redemption, Refund, RefundLine
-from server.reports.models import AnonymousSales, SalesDay, SalesDayState
+from server.reports import aggregates
+from server.reports.models import (
+    AnonymousSales,
+    CustomerDay,
+    SalesDay,
+    SalesMonth,
+    VisitDay,
+    VisitMonth,
+)
 from server.stores.models import Store
 from server.taps.models import Visit
 
@@ -173,6 +182,15 @@ def period_name(value) -> str:
     return value.isoformat() if isinstance(value, date) else str(value)
 
 
+def _for_reports(main: Session) -> None:
+    """A report's transaction on PostgreSQL: the hashes and sorts of a year in memory (the
+    by-store ranking hashes 1.8M month x store x SKU groups: 128 MB spilled to disk), and no
+    JIT (it compiled for 1.6-3 s, on each run, statements that run 5-15 s)."""
+    if main.get_bind().dialect.name == "postgresql":
+        main.execute(text("SET LOCAL work_mem = '256MB'"))
+        main.execute(text("SET LOCAL jit = off"))
+
+
 def _sum(expr):
     """A SUM as a whole number on both databases (PostgreSQL's is numeric: a Decimal)."""
     return cast(func.sum(expr), BigInteger)
@@ -206,16 +224,21 @@ def _purchases_in(s: Span, store_id: int | None, customers: Select | None):
 
 
 def aggregated(main: Session, s: Span) -> bool:
-    """Whether ``sales_days`` holds every sale by local day in this range's zone: on
-    PostgreSQL (its triggers keep it), built in the programme's zone (after a change of zone,
-    ``flask reports rebuild``; until then the reports read the purchases)."""
-    if main.get_bind().dialect.name != "postgresql":
-        return False
-    zone = main.scalar(select(SalesDayState.zone).where(SalesDayState.id == 1))
-    if zone is not None and zone != s.zone.key:
-        log.warning("sales_days is in %s, the programme in %s: reading the purchases until "
-                    "`flask reports rebuild`", zone, s.zone.key)
-    return zone == s.zone.key
+    """Whether the aggregates (``server.reports.aggregates``) hold every sale and visit by
+    local day in this range's zone: on PostgreSQL (its triggers keep them), built in the
+    programme's zone (after a change of zone, ``flask reports rebuild``; until then the
+    reports read the purchases)."""
+    return aggregates.kept_in(main, s.zone.key)
+
+
+def _whole_months(s: Span) -> tuple[date, date] | None:
+    """The first day of the range's first whole month and of the month after its last whole
+    one (``[first, after)``), or None when the range holds no whole month."""
+    first = s.start if s.start.day == 1 else first_day(s.start, "month")
+    if first < s.start:
+        first = date(first.year + first.month // 12, first.month % 12 + 1, 1)
+    after = first_day(s.end + timedelta(days=1), "month")
+    return (first, after) if first < after else None
 
 
 def best_sellers(main: Session, s: Span, period: str | None = "month", *,
@@ -226,12 +249,16 @@ def best_sellers(main: Session, s: Span, period: str | None = "month", *,
     Rows: period, store_id (None unless ``by_store``), rank, sku, name, category,
     quantity_milli, net_cents, customers (distinct buyers).
 
-    For everyone on PostgreSQL the ranking reads ``sales_days`` (a year of it is some 100
-    times fewer rows than its purchase lines) and only the buyers of the SKUs that made a
-    top are counted from the lines; a segment, or SQLite, reads the purchases.
+    For everyone on PostgreSQL the ranking reads ``sales_months`` and ``sales_days``, and only
+    the buyers of the SKUs that made a top are counted from the lines; a segment on
+    PostgreSQL ranks its lines per SKU, then counts the buyers the same way; SQLite groups
+    the lines per buyer, then per SKU, in one statement.
     """
+    _for_reports(main)
     if customers is None and aggregated(main, s):
         return _best_sellers_from_days(main, s, period, store_id, by_store, top)
+    if customers is not None and main.get_bind().dialect.name == "postgresql":
+        return _best_sellers_of_segment(main, s, period, store_id, by_store, customers, top)
     refunded = _refunded_lines()
     bucket = _period(main, _local(main, Purchase.paid_at, s), period, s)
     store = Purchase.store_id if by_store else literal(None, Integer)
@@ -285,29 +312,87 @@ class BestSeller(NamedTuple):
 
 def _best_sellers_from_days(main: Session, s: Span, period: str | None, store_id: int | None,
                             by_store: bool, top: int) -> list:
-    """``best_sellers`` for everyone: the tops from ``sales_days``, then the distinct buyers of
-    those SKUs only, from their lines in the range. Two statements: the second names the SKUs
-    as literals so that PostgreSQL estimates them from its statistics and reads them through
-    the SKU index instead of joining every line of the range."""
-    d = SalesDay
-    bucket = _period(main, cast(d.day, DateTime()), period, s)
-    store = d.store_id if by_store else literal(None, Integer)
-    net, quantity = _sum(d.net_cents), _sum(d.quantity_milli)
+    """``best_sellers`` for everyone: the tops from ``sales_months`` (the range's whole months,
+    by month or longer periods) and ``sales_days`` (the other days), then the distinct buyers
+    of those SKUs only (``_with_buyers``)."""
+    d, m = SalesDay, SalesMonth
+
+    def in_store(column):
+        return true() if store_id is None else column == store_id
+
+    months = _whole_months(s) if period in ("month", "season", "year", None) else None
+    columns = (d.store_id, d.sku, d.name, d.category, d.quantity_milli, d.net_cents)
+    if months is None:  # a week or a day is in no month row
+        sales = select(d.day, *columns).where(d.day >= s.start, d.day <= s.end,
+                                              in_store(d.store_id))
+    else:  # the whole months from sales_months, the days before and after from sales_days
+        first, after = months
+        sales = union_all(
+            select(m.month.label("day"), m.store_id, m.sku, m.name, m.category,
+                   m.quantity_milli, m.net_cents)
+            .where(m.month >= first, m.month < after, in_store(m.store_id)),
+            select(d.day, *columns)
+            .where(d.day >= s.start, d.day <= s.end, in_store(d.store_id),
+                   (d.day < first) | (d.day >= after)))
+    x = sales.subquery("sales")
+    bucket = _period(main, cast(x.c.day, DateTime()), period, s)
+    store = x.c.store_id if by_store else literal(None, Integer)
+    net, quantity = _sum(x.c.net_cents), _sum(x.c.quantity_milli)
     ranked = (
-        select(bucket.label("period"), store.label("store_id"), d.sku,
-               func.max(d.name).label("name"), func.max(d.category).label("category"),
+        select(bucket.label("period"), store.label("store_id"), x.c.sku,
+               func.max(x.c.name).label("name"), func.max(x.c.category).label("category"),
                quantity.label("quantity_milli"), net.label("net_cents"),
                func.row_number().over(partition_by=(bucket, store),
-                                      order_by=(net.desc(), quantity.desc(), d.sku))
+                                      order_by=(net.desc(), quantity.desc(), x.c.sku))
                .label("rank"))
-        .where(d.day >= s.start, d.day <= s.end,
-               true() if store_id is None else d.store_id == store_id)
-        .group_by(bucket, store, d.sku)
+        .group_by(bucket, store, x.c.sku)
     ).subquery("ranked")
     r = ranked.c
     tops = main.execute(
         select(r.period, r.store_id, r.rank, r.sku, r.name, r.category, r.quantity_milli,
                r.net_cents).where(r.rank <= top).order_by(r.period, r.store_id, r.rank)).all()
+    return _with_buyers(main, s, period, store_id, by_store, tops, None)
+
+
+def _best_sellers_of_segment(main: Session, s: Span, period: str | None,
+                             store_id: int | None, by_store: bool, customers: Select,
+                             top: int) -> list:
+    """``best_sellers`` of a segment on PostgreSQL: the tops from the segment's lines grouped
+    per SKU only (a segment of the best customers holds most lines: grouping them per buyer
+    as well made some 9M groups a year, sorted on disk), then the buyers of those SKUs only,
+    as for everyone."""
+    refunded = _refunded_lines()
+    bucket = _period(main, _local(main, Purchase.paid_at, s), period, s)
+    store = Purchase.store_id if by_store else literal(None, Integer)
+    net = _sum(PurchaseLine.net_cents - func.coalesce(refunded.c.amount_cents, 0))
+    quantity = _sum(PurchaseLine.quantity_milli - func.coalesce(refunded.c.quantity_milli, 0))
+    ranked = (
+        select(bucket.label("period"), store.label("store_id"), PurchaseLine.sku,
+               func.max(PurchaseLine.name).label("name"),
+               func.max(PurchaseLine.category).label("category"),
+               quantity.label("quantity_milli"), net.label("net_cents"),
+               func.row_number().over(partition_by=(bucket, store),
+                                      order_by=(net.desc(), quantity.desc(), PurchaseLine.sku))
+               .label("rank"))
+        .select_from(PurchaseLine)
+        .join(Purchase, Purchase.id == PurchaseLine.purchase_id)
+        .outerjoin(refunded, refunded.c.line_id == PurchaseLine.id)
+        .where(_purchases_in(s, store_id, customers))
+        .group_by(bucket, store, PurchaseLine.sku)
+    ).subquery("ranked")
+    r = ranked.c
+    tops = main.execute(
+        select(r.period, r.store_id, r.rank, r.sku, r.name, r.category, r.quantity_milli,
+               r.net_cents).where(r.rank <= top).order_by(r.period, r.store_id, r.rank)).all()
+    return _with_buyers(main, s, period, store_id, by_store, tops, customers)
+
+
+def _with_buyers(main: Session, s: Span, period: str | None, store_id: int | None,
+                 by_store: bool, tops: list, customers: Select | None) -> list:
+    """``tops`` with the distinct buyers (in ``customers``) of each SKU in its period and
+    store, counted from the lines of those SKUs only: the statement names them as literals
+    so that PostgreSQL estimates them from its statistics and reads them through the SKU
+    index instead of joining every line of the range."""
     if not tops:
         return []
     paid = _period(main, _local(main, Purchase.paid_at, s), period, s)
@@ -319,7 +404,7 @@ def _best_sellers_from_days(main: Session, s: Span, period: str | None, store_id
                func.count(distinct(Purchase.customer_id)).label("customers"))
         .select_from(PurchaseLine)
         .join(Purchase, Purchase.id == PurchaseLine.purchase_id)
-        .where(PurchaseLine.sku.in_(skus), _purchases_in(s, store_id, None))
+        .where(PurchaseLine.sku.in_(skus), _purchases_in(s, store_id, customers))
         .group_by(paid, paid_store, PurchaseLine.sku)))
     return [BestSeller(*t, buyers.get((period_name(t.period), t.store_id, t.sku), 0))
             for t in tops]
@@ -332,6 +417,9 @@ def visits(main: Session, s: Span, period: str = "month", *, store_id: int | Non
 
     Rows: period, store_id, store_code, visits, customers, taps.
     """
+    _for_reports(main)
+    if aggregated(main, s):
+        return _visits_from_days(main, s, period, store_id, customers)
     moment = func.coalesce(Visit.tapped_at, Visit.recorded_at, type_=UTCDateTime())
     local = _local(main, moment, s)
     days = (
@@ -352,11 +440,62 @@ def visits(main: Session, s: Span, period: str = "month", *, store_id: int | Non
         .group_by(d.period, d.store_id, Store.code).order_by(d.period, Store.code)))
 
 
+def _visits_from_days(main: Session, s: Span, period: str, store_id: int | None,
+                      customers: Select | None) -> list:
+    """``visits`` from ``visit_days`` (one row a visit, with its taps): per customer first,
+    so that the customers are counted as rows, without COUNT(DISTINCT). By month, the whole
+    months from ``visit_months``, whose key order (month, store, customer) counts them as
+    they are read; the days before and after from ``visit_days``."""
+    months = _whole_months(s) if period == "month" else None
+    v, m = VisitDay, VisitMonth
+    in_store = true() if store_id is None else v.store_id == store_id
+    bucket = _period(main, cast(v.day, DateTime()), period, s)
+    per_customer = (
+        select(bucket.label("period"), v.store_id, v.customer_id,
+               func.count().label("visits"), _sum(v.taps).label("taps"))
+        .where(v.day >= s.start, v.day <= s.end, in_store,
+               _in_segment(v.customer_id, customers),
+               true() if months is None else (v.day < months[0]) | (v.day >= months[1]))
+        .group_by(bucket, v.store_id, v.customer_id)
+    ).subquery("visit_customers")
+    d = per_customer.c
+    parts = [select(d.period, d.store_id, _sum(d.visits).label("visits"),
+                    func.count().label("customers"), _sum(d.taps).label("taps"))
+             .group_by(d.period, d.store_id)]
+    if months is not None:
+        parts.append(select(m.month, m.store_id, _sum(m.days), func.count(), _sum(m.taps))
+                     .where(m.month >= months[0], m.month < months[1],
+                            true() if store_id is None else m.store_id == store_id,
+                            _in_segment(m.customer_id, customers))
+                     .group_by(m.month, m.store_id))
+    both = (union_all(*parts) if len(parts) > 1 else parts[0]).subquery("visit_counts")
+    b = both.c
+    return list(main.execute(
+        select(b.period, b.store_id, Store.code.label("store_code"), b.visits, b.customers,
+               b.taps)
+        .join(Store, Store.id == b.store_id).order_by(b.period, Store.code)))
+
+
 def habits(main: Session, s: Span, *, customers: Select | None = None) -> list:
     """Where customers buy against their home store: one row per (home store, store bought in).
 
     Rows: home_store_id, store_id, customers (distinct), baskets, net_cents (refunds deducted).
     """
+    _for_reports(main)
+    if aggregated(main, s):  # customer_days: per customer and store first, then per home
+        c = CustomerDay
+        per_customer = (
+            select(c.store_id, c.customer_id, _sum(c.baskets).label("baskets"),
+                   _sum(c.net_cents).label("net_cents"))
+            .where(c.day >= s.start, c.day <= s.end, _in_segment(c.customer_id, customers))
+            .group_by(c.store_id, c.customer_id)).subquery("habit_customers")
+        h = per_customer.c
+        return list(main.execute(
+            select(Customer.home_store_id, h.store_id, func.count().label("customers"),
+                   _sum(h.baskets).label("baskets"), _sum(h.net_cents).label("net_cents"))
+            .join(Customer, Customer.id == h.customer_id)
+            .group_by(Customer.home_store_id, h.store_id)
+            .order_by(Customer.home_store_id, h.store_id)))
     refunded = _refunded_purchases()
     return list(main.execute(
         select(Customer.home_store_id, Purchase.store_id,
@@ -393,32 +532,55 @@ def sellers(main: Session, s: Span, *, store_id: int | None = None,
     Rows: store_id, store_code, seller, baskets, net_cents, average_cents, customers,
     redemptions, anonymous_baskets, anonymous_cents, card_share (0-1 or None).
     """
-    refunded = _refunded_purchases()
+    _for_reports(main)
+    zero = literal(0, Integer)
     rewards = (select(PurchaseLine.purchase_id,
                       func.count(distinct(PurchaseLine.redemption_id)).label("redemptions"))
                .where(PurchaseLine.redemption_id.is_not(None))
                .group_by(PurchaseLine.purchase_id).subquery("rewards"))
-    zero = literal(0, Integer)
-    card = (select(Purchase.store_id, func.coalesce(Purchase.seller, "").label("seller"),
-                   Purchase.id.label("purchase_id"), Purchase.customer_id,
-                   (Purchase.total_cents - func.coalesce(refunded.c.amount_cents, 0))
-                   .label("card_cents"),
-                   func.coalesce(rewards.c.redemptions, 0).label("redemptions"),
-                   zero.label("anonymous_baskets"), zero.label("anonymous_cents"),
-                   zero.label("reports"))
-            .outerjoin(refunded, refunded.c.purchase_id == Purchase.id)
-            .outerjoin(rewards, rewards.c.purchase_id == Purchase.id)
-            .where(_purchases_in(s, store_id, customers)))
-    parts = [card]
+    if aggregated(main, s):
+        # customer_days per store, seller and customer (the customers are then counted as
+        # rows); the rewards from the lines that used one (a partial index), by their purchase
+        c = CustomerDay
+        card = (select(c.store_id, c.seller, c.customer_id, _sum(c.baskets).label("baskets"),
+                       _sum(c.net_cents).label("card_cents"), zero.label("redemptions"),
+                       zero.label("anonymous_baskets"), zero.label("anonymous_cents"),
+                       zero.label("reports"))
+                .where(c.day >= s.start, c.day <= s.end,
+                       true() if store_id is None else c.store_id == store_id,
+                       _in_segment(c.customer_id, customers))
+                .group_by(c.store_id, c.seller, c.customer_id))
+        redeemed = (select(Purchase.store_id, func.coalesce(Purchase.seller, ""),
+                           cast(None, String), zero, zero, _sum(rewards.c.redemptions),
+                           zero, zero, zero)
+                    .join(rewards, rewards.c.purchase_id == Purchase.id)
+                    .where(_purchases_in(s, store_id, customers))
+                    .group_by(Purchase.store_id, Purchase.seller))
+        parts, per_customer = [card, redeemed], True
+    else:
+        refunded = _refunded_purchases()
+        card = (select(Purchase.store_id, func.coalesce(Purchase.seller, "").label("seller"),
+                       Purchase.customer_id, literal(1, Integer).label("baskets"),
+                       (Purchase.total_cents - func.coalesce(refunded.c.amount_cents, 0))
+                       .label("card_cents"),
+                       func.coalesce(rewards.c.redemptions, 0).label("redemptions"),
+                       zero.label("anonymous_baskets"), zero.label("anonymous_cents"),
+                       zero.label("reports"))
+                .outerjoin(refunded, refunded.c.purchase_id == Purchase.id)
+                .outerjoin(rewards, rewards.c.purchase_id == Purchase.id)
+                .where(_purchases_in(s, store_id, customers)))
+        parts, per_customer = [card], False
     if customers is None:
         parts.append(select(AnonymousSales.store_id, AnonymousSales.seller,
-                            cast(None, Integer), cast(None, String), zero, zero,
+                            cast(None, String), zero, zero, zero,
                             AnonymousSales.baskets, AnonymousSales.total_cents,
                             literal(1, Integer))
                      .where(_anonymous(s, store_id)))
     both = union_all(*parts).subquery("sales") if len(parts) > 1 else card.subquery("sales")
     b = both.c
-    baskets = func.count(b.purchase_id)
+    # a row per customer already (customer_days), or per purchase
+    count_customers = func.count(b.customer_id if per_customer else distinct(b.customer_id))
+    baskets = func.coalesce(_sum(b.baskets), 0)
     net = func.coalesce(_sum(b.card_cents), 0)
     anonymous = func.coalesce(_sum(b.anonymous_cents), 0)
     return list(main.execute(
@@ -427,7 +589,7 @@ def sellers(main: Session, s: Span, *, store_id: int | None = None,
                baskets.label("baskets"), net.label("net_cents"),
                case((baskets > 0, cast(func.round(net * 1.0 / baskets), Integer)), else_=None)
                .label("average_cents"),
-               func.count(distinct(b.customer_id)).label("customers"),
+               count_customers.label("customers"),
                func.coalesce(_sum(b.redemptions), 0).label("redemptions"),
                func.coalesce(_sum(b.anonymous_baskets), 0).label("anonymous_baskets"),
                anonymous.label("anonymous_cents"),
@@ -446,6 +608,7 @@ def stores(main: Session, s: Span, *, store_id: int | None = None,
     Rows: store_id, store_code, enrolments, baskets, net_cents, average_cents, redemptions,
     anonymous_cents, card_share (0-1 or None).
     """
+    _for_reports(main)
     refunded = _refunded_purchases()
     net = _sum(Purchase.total_cents - func.coalesce(refunded.c.amount_cents, 0))
     sales = (select(Purchase.store_id, func.count(Purchase.id).label("baskets"),

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Integer, Select, cast, event, func, select
+from sqlalchemy import Integer, Select, cast, event, func, select, union
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -29,6 +29,8 @@ from server.loyalty import programmes
 from server.loyalty.models import Purchase, PurchaseLine
 from server.loyalty.programme import Programme, _add_months
 from server.privacy import consent
+from server.reports.aggregates import kept_in
+from server.reports.models import CategoryDay, CustomerDay
 from server.segments.models import Segment
 from server.segments.schemas import SEASONS, Definition
 from server.stores.models import Store
@@ -76,12 +78,68 @@ def _local(main: Session, moment, zone: str, part: str):
 
 
 def _purchases(main: Session, d: Definition, programme: Programme, now: datetime) -> Select:
-    """Customers with a purchase (line) matching every purchase filter of ``d``."""
+    """Customers with a purchase (line) matching every purchase filter of ``d``.
+
+    On PostgreSQL, from the daily aggregates (``customer_days``, ``category_days``: a local
+    day gives the month and the weekday) for the whole local days of the range, and from the
+    purchases for the parts of days at its ends (``within_months`` starts and ends at an
+    instant)."""
+    if kept_in(main, programme.timezone):
+        return _purchases_from_days(main, d, programme, now)
+    return _purchases_read(main, d, programme, now)
+
+
+def _purchases_from_days(main: Session, d: Definition, programme: Programme,
+                         now: datetime) -> Select:
+    day = CategoryDay if d.categories else CustomerDay
+    query = select(day.customer_id)
+    if d.categories:
+        query = query.where(CategoryDay.category.in_(d.categories))
+    months = set(d.months)
+    if d.seasons:
+        seasons = {m for s in d.seasons for m in SEASONS[s]}
+        months = (months & seasons) if d.months else seasons
+    if d.months or d.seasons:
+        query = query.where(cast(func.extract("month", day.day), Integer).in_(sorted(months)))
+    if d.weekdays:
+        query = query.where((cast(func.extract("isodow", day.day), Integer) - 1)
+                            .in_(d.weekdays))
+    if not d.within_months:
+        return query
+    # the whole local days between the two instants from the aggregate, the rest of the
+    # range from the purchases (the ends' days: what was bought before the start on the first
+    # day, or after now on the last, does not count)
+    zone = programme.zone
+    lo, hi = _add_months(now, -d.within_months, programme.zone), now
+    first = lo.astimezone(zone).date()
+    if datetime.combine(first, time(0), zone) < lo:
+        first += timedelta(days=1)
+    last = hi.astimezone(zone).date() - timedelta(days=1)  # today is not over
+    if first > last:  # less than a whole day
+        return _purchases_read(main, d, programme, now)
+    start = datetime.combine(first, time(0), zone).astimezone(UTC)
+    end = datetime.combine(last + timedelta(days=1), time(0), zone).astimezone(UTC)
+    # each end its own range of paid_at, that PostgreSQL estimates (a few hours of purchases)
+    # and reads through the index, then their lines by purchase
+    both = union(query.where(day.day >= first, day.day <= last),
+                 _purchases_read(main, d, programme, now, (lo, start, False)),
+                 _purchases_read(main, d, programme, now, (end, hi, True))).subquery("bought")
+    return select(both.c.customer_id)
+
+
+def _purchases_read(main: Session, d: Definition, programme: Programme, now: datetime,
+                    between: tuple[datetime, datetime, bool] | None = None) -> Select:
+    """``_purchases`` from the purchases and their lines; ``between``: (from, to, whether
+    ``to`` is included) instead of ``within_months``."""
     query = select(Purchase.customer_id)
     if d.categories:
         query = query.join(PurchaseLine, PurchaseLine.purchase_id == Purchase.id).where(
             PurchaseLine.category.in_(d.categories))
-    if d.within_months:
+    if between is not None:
+        lo, hi, included = between
+        query = query.where(Purchase.paid_at >= lo,
+                            Purchase.paid_at <= hi if included else Purchase.paid_at < hi)
+    elif d.within_months:
         query = query.where(Purchase.paid_at >= _add_months(now, -d.within_months,
                                                             programme.zone),
                             Purchase.paid_at <= now)
