@@ -736,3 +736,31 @@ def test_manager_reads_best_sellers_in_chromium(app, creds, manager, data, brows
         finally:
             context.close()
     assert not errors, f"the page logged errors: {errors}"
+
+
+@pytest.mark.parametrize("db_backend", [pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_migration_0018_builds_the_visit_aggregates_of_existing_visits(app, api):
+    """Migrating a database that already has visits (every shop upgrading) fills visit_days
+    and visit_months once each. The migration's triggers fill visit_months while visit_days
+    is rebuilt: an INSERT of its own made every row twice (a unique violation)."""
+    from alembic import command
+
+    from server.migrate import alembic_config
+
+    for _ in range(2):
+        _, card = api.customer_with_card()
+        for _tap in range(2):
+            assert api.tap(url=card["url"]).status_code == 200
+    engine = app.extensions["loyalty.db"].main
+    with engine.begin() as conn:
+        command.downgrade(alembic_config("main", conn), "0017_sales_days")
+    with engine.begin() as conn:
+        command.upgrade(alembic_config("main", conn), "head")
+    with engine.connect() as conn:
+        months = conn.exec_driver_sql(
+            "SELECT customer_id, store_id, days, taps FROM visit_months ORDER BY 1").all()
+        visits = conn.exec_driver_sql(
+            "SELECT customer_id, store_id, 1, count(*) FROM visits GROUP BY 1, 2 "
+            "ORDER BY 1").all()
+    assert [tuple(r) for r in months] == [tuple(r) for r in visits]
+    assert sum(r.taps for r in months) == 4

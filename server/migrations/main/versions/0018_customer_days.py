@@ -384,7 +384,8 @@ DROP FUNCTION IF EXISTS aggregates_day(timestamptz);
 """
 
 # as server.reports.aggregates.REBUILDS (a migration keeps its own frozen copy), in the zone
-# of sales_days_state
+# of sales_days_state. visit_months has no statement here: the triggers made just before
+# fill it from visit_days as that is rebuilt (an INSERT of its own would add every row twice)
 REBUILDS = {
     "customer_days": """
 INSERT INTO customer_days (day, customer_id, store_id, seller, baskets, net_cents)
@@ -412,12 +413,6 @@ SELECT (timezone((SELECT zone FROM sales_days_state WHERE id = 1),
                  coalesce(v.tapped_at, v.recorded_at)))::date,
        v.store_id, v.customer_id, count(*)
 FROM visits v
-GROUP BY 1, 2, 3
-""",
-    "visit_months": """
-INSERT INTO visit_months (month, store_id, customer_id, days, taps)
-SELECT date_trunc('month', day)::date, store_id, customer_id, count(*), sum(taps)
-FROM visit_days
 GROUP BY 1, 2, 3
 """,
     "sales_months": """
@@ -499,7 +494,7 @@ def upgrade() -> None:
         op.execute(statement)
     # a segment asks "has this customer bought on such days": by customer
     op.create_index('ix_customer_days_customer_day', 'customer_days', ['customer_id', 'day'])
-    for table in REBUILDS:  # the planner's statistics now, not at autovacuum's next round
+    for table in (*REBUILDS, "visit_months"):  # the planner's statistics now, not later
         op.execute(f"ANALYZE {table}")
 
 
