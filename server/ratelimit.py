@@ -23,6 +23,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, current_app
@@ -74,6 +75,9 @@ class SQLStorage(Storage):
         if self._engine is None:
             engine = create_engine(self.url, pool_pre_ping=False)
             if engine.dialect.name == "sqlite":
+                path = engine.url.database
+                if path and path != ":memory:":  # the instance folder may not exist yet
+                    Path(path).parent.mkdir(parents=True, exist_ok=True)
                 @event.listens_for(engine, "connect")
                 def _pragmas(dbapi_connection, _record):
                     cursor = dbapi_connection.cursor()

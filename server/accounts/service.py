@@ -10,7 +10,7 @@ import logging
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from sqlalchemy import case, func, literal, select
+from sqlalchemy import case, func, literal, select, update
 from sqlalchemy.orm import Session
 
 from server.accounts.models import Account, AccountPayment, Statement
@@ -115,6 +115,10 @@ def check_charge(main: Session, customer_id: str, amount_cents: int) -> None:
     Raises:
         Problem: ``no-account`` (none, or closed), ``credit-limit-exceeded``.
     """
+    # written to itself first: a row lock on PostgreSQL, the file's write lock on SQLite
+    # (where FOR UPDATE means nothing); a second till waits here, then sees the first charge
+    main.execute(update(Account).where(Account.customer_id == customer_id)
+                 .values(credit_limit_cents=Account.credit_limit_cents))
     account = get(main, customer_id, lock=True)
     if account is None or account.closed_at is not None:
         raise Problem("no-account")

@@ -96,13 +96,14 @@ def update_tier(main: Session, customer: Customer, now: datetime) -> bool:
 def settle_tier(main: Session, customer_id: str, tier: str, review_at: datetime | None,
                 now: datetime) -> tuple[str, datetime | None]:
     """``update_tier`` for a customer known by their row's values: the new tier and review
-    date, written only if they changed."""
+    date, written whether or not they changed. The write matters on SQLite: a purchase's
+    first write, it takes the file's write lock before the checks that follow (the credit
+    on account, the rewards), so two tills cannot both pass them."""
     _, programme = programmes.current(main)
     qualifying = ledger.qualifying_points(main, customer_id, window_start(programme, now))
     new_tier, new_review = tier_change(programme, current=tier, qualifying_points=qualifying,
                                        at=now, review_at=review_at)
-    if (new_tier, new_review) != (tier, review_at):
-        _SET_TIER.run(main, customer_id=customer_id, tier=new_tier, review_at=new_review)
+    _SET_TIER.run(main, customer_id=customer_id, tier=new_tier, review_at=new_review)
     return new_tier, new_review
 
 
