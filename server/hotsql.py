@@ -102,7 +102,7 @@ class Prepared:
                                       hide_parameters=True, dialect=dialect) from exc
         return cursor, c
 
-    def _rows(self, cursor, c: _Compiled, rows) -> list:
+    def _rows(self, c: _Compiled, rows) -> list:
         results = c.results
         if any(results):
             rows = [tuple(p(v) if p is not None else v for p, v in zip(results, r, strict=True))
@@ -113,7 +113,7 @@ class Prepared:
         """Every row, as named tuples."""
         cursor, c = self._cursor(session, params)
         try:
-            return self._rows(cursor, c, cursor.fetchall())
+            return self._rows(c, cursor.fetchall())
         finally:
             cursor.close()
 
@@ -124,7 +124,7 @@ class Prepared:
             row = cursor.fetchone()
         finally:
             cursor.close()
-        return None if row is None else self._rows(cursor, c, [row])[0]
+        return None if row is None else self._rows(c, [row])[0]
 
     def one(self, session: Session, **params):
         """Exactly one row (``LookupError`` if there is none)."""

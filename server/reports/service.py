@@ -347,11 +347,7 @@ def _best_sellers_from_days(main: Session, s: Span, period: str | None, store_id
                .label("rank"))
         .group_by(bucket, store, x.c.sku)
     ).subquery("ranked")
-    r = ranked.c
-    tops = main.execute(
-        select(r.period, r.store_id, r.rank, r.sku, r.name, r.category, r.quantity_milli,
-               r.net_cents).where(r.rank <= top).order_by(r.period, r.store_id, r.rank)).all()
-    return _with_buyers(main, s, period, store_id, by_store, tops, None)
+    return _with_buyers(main, s, period, store_id, by_store, _tops(main, ranked, top), None)
 
 
 def _best_sellers_of_segment(main: Session, s: Span, period: str | None,
@@ -380,11 +376,16 @@ def _best_sellers_of_segment(main: Session, s: Span, period: str | None,
         .where(_purchases_in(s, store_id, customers))
         .group_by(bucket, store, PurchaseLine.sku)
     ).subquery("ranked")
+    return _with_buyers(main, s, period, store_id, by_store, _tops(main, ranked, top),
+                        customers)
+
+
+def _tops(main: Session, ranked, top: int) -> list:
+    """The first ``top`` SKUs of each period (and store) of a ``ranked`` subquery."""
     r = ranked.c
-    tops = main.execute(
+    return main.execute(
         select(r.period, r.store_id, r.rank, r.sku, r.name, r.category, r.quantity_milli,
                r.net_cents).where(r.rank <= top).order_by(r.period, r.store_id, r.rank)).all()
-    return _with_buyers(main, s, period, store_id, by_store, tops, customers)
 
 
 def _with_buyers(main: Session, s: Span, period: str | None, store_id: int | None,
