@@ -111,6 +111,16 @@ class PgCluster:
             self._ctl("-m", "immediate", "-w", "stop", timeout=60)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
+    def deadlocks(self) -> str:
+        """PostgreSQL's own account of each deadlock it broke (the waits and the statements),
+        for the failure message: the service only sees the class of the error."""
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+        blocks = re.findall(r"ERROR:  deadlock detected\n(?:.*\n){0,12}", text)
+        return "".join("\n" + block for block in blocks)
+
     def admin(self, statement: str) -> None:
         import psycopg
 
@@ -748,7 +758,8 @@ class FaultRun:
             problems.append(f"{name}.log: {len(bad)} unexpected traceback(s): {bad[:2]}")
         other = {k: v for k, v in self.database_errors().items() if k not in LOST_CONNECTION}
         if other:
-            problems.append(f"server.log: database errors other than a lost connection: {other}")
+            problems.append(f"server.log: database errors other than a lost connection: {other}"
+                            + self.pg.deadlocks())
         return problems
 
     def _unseen_taps(self, conn, visits: Counter) -> list[str]:
