@@ -16,7 +16,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from werkzeug.serving import make_server
 
 from device_drivers.ndefmsg import uri_message
 from server.api.problems import PROBLEMS
@@ -510,20 +509,6 @@ def test_openapi_lists_the_sun_problems(client):
     for slug in ("sun-malformed", "sun-lrp-unsupported", "sun-forged", "card-replayed",
                  "card-sun-required"):
         assert slug in described
-
-
-@pytest.fixture
-def server_url(app):
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
 
 
 def test_concurrent_taps_of_one_counter_accept_one(app, creds, sun_card, server_url):

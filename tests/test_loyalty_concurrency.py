@@ -16,7 +16,6 @@ import pytest
 import requests
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
-from werkzeug.serving import make_server
 
 from server.customers.models import Customer
 from server.loyalty.models import PointsEntry, Purchase, Redemption, Refund
@@ -24,20 +23,6 @@ from tests.support.fixtures_server import Api
 from tests.test_loyalty_api import WELCOME, ledger_invariant_problems
 
 TIMEOUT = 30
-
-
-@pytest.fixture
-def server_url(app):
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              name="loyalty-http", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
 
 
 @pytest.fixture(autouse=True)

@@ -401,6 +401,24 @@ def admin(app, creds) -> str:
 
 
 @pytest.fixture
+def server_url(app):
+    """``app`` served by a threaded HTTP server of its own, for requests that must run at the
+    same time (a Flask test client runs one at a time)."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              name="loyalty-http", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        server.server_close()
+
+
+@pytest.fixture
 def client(app):
     return app.test_client()
 
