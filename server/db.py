@@ -169,6 +169,17 @@ def flush_or_replay(session: Session, replay: Callable[[], dict | None]) -> dict
     return None
 
 
+# SQLSTATEs of a transaction PostgreSQL failed to break a deadlock or a serialization
+# conflict: nothing of it was written, and running it again is the documented answer
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+def is_retryable(exc: OperationalError) -> bool:
+    """Whether ``exc`` failed a transaction only to break a deadlock (or a serialization
+    conflict), not because a database is away."""
+    return getattr(exc.orig, "sqlstate", None) in RETRYABLE_SQLSTATES
+
+
 def on_main_failure(undo: Callable[[Session], None]) -> None:
     """Register how to undo, in the vault, what this request wrote there, should main fail."""
     g.setdefault("vault_undo", []).append(undo)

@@ -80,6 +80,18 @@ _SET_TIER = Prepared(update(customers).where(customers.c.id == bindparam("custom
                      .values(tier=bindparam("tier"), tier_review_at=bindparam("review_at")))
 _DEBT = Prepared(select(customers.c.points_debt)
                  .where(customers.c.id == bindparam("customer_id")))
+_LOCK = Prepared(select(customers.c.id).where(customers.c.id == bindparam("customer_id"))
+                 .with_for_update(key_share=True))
+
+
+def lock_customer(main: Session, customer_id: str) -> None:
+    """Take the customer's row for the rest of the transaction (PostgreSQL: ``FOR NO KEY
+    UPDATE``; SQLite: a plain read, its one write lock serializes writers anyway).
+
+    The lock order of docs/ARCHITECTURE.md: a write for one customer takes their row before
+    any row of the report aggregates, which its triggers update (``customer_days``,
+    ``sales_days``...)."""
+    _LOCK.scalar(main, customer_id=customer_id)
 
 
 def update_tier(main: Session, customer: Customer, now: datetime) -> bool:
@@ -296,6 +308,10 @@ def record_refund(main: Session, device: Principal, req: RefundIn) -> tuple[dict
     purchase = main.scalar(query)
     if purchase is None:
         raise Problem("purchase-not-found")
+    # the customer's row before anything else, as a purchase takes it (PostgreSQL): the
+    # refund's triggers update the customer's day and the day's sales, which a purchase of the
+    # same customer updates after taking the row; the other way round is a deadlock
+    lock_customer(main, purchase.customer_id)
     # claim the event id first: this write also takes SQLite's write lock, so the lines read
     # below are the current ones (PostgreSQL locks them with FOR UPDATE); read before it, two
     # tills returning the same line at once would both reverse its points

@@ -25,13 +25,21 @@ the batch's transaction.
 
 from __future__ import annotations
 
+import logging
+
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from server.api.problems import PROBLEMS, TYPE_PREFIX, Problem
 from server.cards.service import DEFERRED_FLAGS
+from server.db import is_retryable
 from server.devices.auth import Principal
 from server.taps import service
 from server.taps.schemas import BATCH_MAX, TapBatchIn
+
+log = logging.getLogger(__name__)
+# how often a batch PostgreSQL failed to break a deadlock is recorded again
+ATTEMPTS = 3
 
 
 def limit(tap_limit: int | None) -> int:
@@ -74,7 +82,26 @@ def record(main: Session, vault: Session, device: Principal, batch: TapBatchIn) 
 
     A ``Problem`` of one tap becomes its outcome; any other error (a database gone) ends the
     whole batch, which the request then rolls back.
+
+    A batch holds each of its customers' rows until it commits, taken in the till's order,
+    not in key order: two tills replaying the same customers in opposite orders wait for
+    each other, and PostgreSQL fails one of them. Nothing of that one was written; it is
+    recorded again from the start (``ATTEMPTS`` in all), and the other has gone through.
     """
+    attempt = 1
+    while True:
+        try:
+            return _record(main, vault, device, batch)
+        except OperationalError as exc:
+            if attempt == ATTEMPTS or not is_retryable(exc):
+                raise
+            main.rollback()
+            attempt += 1
+            log.warning("tap batch of %d from device %s failed to break a deadlock; "
+                        "recording it again (attempt %d)", len(batch.taps), device.id, attempt)
+
+
+def _record(main: Session, vault: Session, device: Principal, batch: TapBatchIn) -> dict:
     conn = _begin(main)
     results: list[dict] = []
     counts = {"recorded": 0, "replayed": 0, "problem": 0}

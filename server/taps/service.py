@@ -42,9 +42,17 @@ cards, customers, visits = Card.__table__, Customer.__table__, Visit.__table__
 tickets = Ticket.__table__
 OPEN_TICKETS = 5
 # the tap's statements, compiled once (server/hotsql.py: the hot path of DESIGN.md)
-_VISIT = Prepared(insert(visits).values(
-    {c: bindparam(c) for c in ("event_id", "customer_id", "card_id", "store_id", "device_id",
-                               "reader", "method", "weak", "tapped_at", "recorded_at")})
+_VISIT_COLUMNS = ("event_id", "customer_id", "card_id", "store_id", "device_id", "reader",
+                  "method", "weak", "tapped_at", "recorded_at")
+# the visit, inserted from its customer's row taken FOR NO KEY UPDATE (PostgreSQL): the lock
+# order of docs/ARCHITECTURE.md (the customer, then the aggregates the visit's trigger
+# updates), in the one statement the tap runs anyway
+_VISIT = Prepared(insert(visits).from_select(
+    _VISIT_COLUMNS,
+    select(*(customers.c.id if c == "customer_id" else bindparam(c, type_=visits.c[c].type)
+             for c in _VISIT_COLUMNS))
+    .where(customers.c.id == bindparam("customer_id"))
+    .with_for_update(key_share=True))
     .returning(visits.c.id))
 _OPEN_TICKETS = Prepared(
     select(tickets.c.id, tickets.c.kind, tickets.c.status, tickets.c.subject, tickets.c.due_date)
