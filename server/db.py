@@ -180,6 +180,21 @@ def is_retryable(exc: OperationalError) -> bool:
     return getattr(exc.orig, "sqlstate", None) in RETRYABLE_SQLSTATES
 
 
+# ``Session.info`` key: how to undo one event's writes when the request holds several (a
+# batch of taps keeps each in a savepoint of the driver's, see server/taps/batch.py)
+EVENT_UNDO = "loyalty.event_undo"
+
+
+def undo_event(session: Session) -> None:
+    """Undo what the current event wrote: the request's transaction (``Session.rollback``),
+    or, in a batch, only this event's savepoint."""
+    undo = session.info.get(EVENT_UNDO)
+    if undo is None:
+        session.rollback()
+    else:
+        undo()
+
+
 def on_main_failure(undo: Callable[[Session], None]) -> None:
     """Register how to undo, in the vault, what this request wrote there, should main fail."""
     g.setdefault("vault_undo", []).append(undo)

@@ -9,9 +9,12 @@ request commits once (``server.db.finish_request``).
 
 Two details make the savepoints safe:
 
-- each tap gets a ``Session`` of its own on the request's connection with
-  ``join_transaction_mode="create_savepoint"``, so that the service's own ``rollback()`` (a
-  replayed event id, a copied SUN message) undoes that tap's savepoint, not the batch;
+- they are the driver's (``SAVEPOINT tap`` on the request's connection), and the service
+  undoes a tap's writes with ``server.db.undo_event`` (a replayed event id, a copied SUN
+  message), which here rolls back to that savepoint, not the batch. The tap's writes are
+  Core statements (no ORM object is left behind by a rollback the session does not see).
+  A ``Session`` per tap with ``join_transaction_mode="create_savepoint"`` did the same at
+  twice the cost of the tap's own statements (BENCHMARKS.md);
 - on SQLite the driver opens a transaction only before a write, and a ``SAVEPOINT`` outside
   one would be committed by its ``RELEASE``: the batch opens it first, with ``BEGIN
   IMMEDIATE`` (it will write anyway, and a deferred transaction that reads first could not
@@ -32,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from server.api.problems import PROBLEMS, TYPE_PREFIX, Problem
 from server.cards.service import DEFERRED_FLAGS
-from server.db import is_retryable
+from server.db import EVENT_UNDO, is_retryable
 from server.devices.auth import Principal
 from server.taps import service
 from server.taps.schemas import BATCH_MAX, TapBatchIn
@@ -103,29 +106,35 @@ def record(main: Session, vault: Session, device: Principal, batch: TapBatchIn) 
 
 def _record(main: Session, vault: Session, device: Principal, batch: TapBatchIn) -> dict:
     conn = _begin(main)
+    cursor = conn.connection.dbapi_connection.cursor()
+    flags: list = []
+    main.info[DEFERRED_FLAGS] = flags
+    main.info[EVENT_UNDO] = lambda: cursor.execute("ROLLBACK TO SAVEPOINT tap")
     results: list[dict] = []
     counts = {"recorded": 0, "replayed": 0, "problem": 0}
-    for req in batch.taps:
-        flags: list = []
-        event = Session(bind=conn, join_transaction_mode="create_savepoint",
-                        info={DEFERRED_FLAGS: flags})
-        try:
-            done = service.tap(event, vault, device, req, record=False)
-            event.commit()
-            outcome = {"event_id": str(req.event_id),
-                       "status": "replayed" if done["replayed"] else "recorded",
-                       "visit_id": done["visit_id"], "card_id": done["card_id"],
-                       "flags": done["flags"], "problem": None}
-        except Problem as problem:
-            event.rollback()
-            outcome = {"event_id": str(req.event_id), "status": "problem", "visit_id": None,
-                       "card_id": problem.extra.get("card_id"), "flags": [],
-                       "problem": _problem(problem)}
-        finally:
-            event.close()
-        for statement in flags:
-            conn.execute(statement)
-        counts[outcome["status"]] += 1
-        results.append(outcome)
+    try:
+        for req in batch.taps:
+            flags.clear()
+            cursor.execute("SAVEPOINT tap")
+            try:
+                done = service.tap(main, vault, device, req, record=False)
+                outcome = {"event_id": str(req.event_id),
+                           "status": "replayed" if done["replayed"] else "recorded",
+                           "visit_id": done["visit_id"], "card_id": done["card_id"],
+                           "flags": done["flags"], "problem": None}
+            except Problem as problem:
+                cursor.execute("ROLLBACK TO SAVEPOINT tap")
+                outcome = {"event_id": str(req.event_id), "status": "problem",
+                           "visit_id": None, "card_id": problem.extra.get("card_id"),
+                           "flags": [], "problem": _problem(problem)}
+            cursor.execute("RELEASE SAVEPOINT tap")
+            for statement in flags:
+                conn.execute(statement)
+            counts[outcome["status"]] += 1
+            results.append(outcome)
+    finally:
+        main.info.pop(DEFERRED_FLAGS, None)
+        main.info.pop(EVENT_UNDO, None)
+        cursor.close()
     return {"results": results, "recorded": counts["recorded"],
             "replayed": counts["replayed"], "problems": counts["problem"]}

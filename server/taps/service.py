@@ -27,7 +27,7 @@ from server.cards.service import (
 )
 from server.customers.models import Customer
 from server.customers.service import summary
-from server.db import commit_writes
+from server.db import commit_writes, undo_event
 from server.devices.auth import Principal
 from server.hotsql import Prepared
 from server.loyalty import programmes
@@ -200,7 +200,7 @@ def tap(main: Session, vault: Session, device: Principal, req: TapIn, *,
             weak="weak" in flags, tapped_at=req.tapped_at, recorded_at=now)
         count_visit(main, row.customer_id, device.store_id, store_code, visit_id, device.id, at)
     except IntegrityError:
-        main.rollback()
+        undo_event(main)
         previous = _previous_visit(main, event_id)
         if previous is None:
             raise
@@ -227,7 +227,7 @@ def _sun_replay(main: Session, vault: Session, device: Principal, row, event_id:
         return _answer(main, vault, row, device.store_code, ["weak"] if previous.weak
                        else [], previous.id, True, datetime.now(UTC), record)
     last = last_counter(main, row.id)
-    main.rollback()  # nothing of this tap is kept but the flag (and no lock is held for it)
+    undo_event(main)  # nothing of this tap is kept but the flag (and no lock is held for it)
     record_flag(main, customer_id=row.customer_id, card_id=row.id, kind="card-replayed",
                 store_id=device.store_id, device_id=device.id, event_id=event_id,
                 detail={"counter": counter, "last_accepted": last})
