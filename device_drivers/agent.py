@@ -671,22 +671,33 @@ def _check_purchase(data: dict) -> list[dict]:
 @bp.post("/purchases")
 def purchases():
     """A purchase from the point of sale: forwarded to the service, or queued while offline."""
-    if _agent().desk:
-        return _problem(409, "desk-mode", "This agent is a desk reader: it sends nothing to "
-                        "the service")
-    if not request.is_json:
-        return _problem(415, "unsupported-media-type", "Send the purchase as JSON")
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        return _problem(400, "malformed-json", "The body is not a JSON object")
-    errors = _check_purchase(data)
-    if errors:
-        return _problem(422, "validation-error", "The purchase is not valid",
-                        f"{len(errors)} field(s) are not valid", errors=errors)
+    data, refusal = _event_body(_check_purchase, "the purchase",
+                                  "The purchase is not valid")
+    if refusal is not None:
+        return refusal
     # made here when the POS gave none, before any attempt; a late purchase is dated paid
     body = {**data, "event_id": str(data.get("event_id") or uuid.uuid4()),
             "paid_at": data.get("paid_at") or datetime.now(UTC).isoformat()}
     return _deliver(lambda agent: agent.purchase(body), body, "the purchase", 201)
+
+
+def _event_body(check, what: str, invalid: str):
+    """``(the JSON object, None)`` of an event the POS hands over, or ``(None, the problem to
+    answer)``: a desk reader sends nothing, the body must be a JSON object, and ``check``
+    lists what is wrong with its fields (``invalid`` is then the problem's title)."""
+    if _agent().desk:
+        return None, _problem(409, "desk-mode", "This agent is a desk reader: it sends "
+                              "nothing to the service")
+    if not request.is_json:
+        return None, _problem(415, "unsupported-media-type", f"Send {what} as JSON")
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        return None, _problem(400, "malformed-json", "The body is not a JSON object")
+    errors = check(data)
+    if errors:
+        return None, _problem(422, "validation-error", invalid,
+                              f"{len(errors)} field(s) are not valid", errors=errors)
+    return data, None
 
 
 def _deliver(send, body: dict, what: str, sent_status: int):
@@ -762,18 +773,10 @@ def _check_anonymous_sales(data: dict) -> list[dict]:
 def anonymous_sales():
     """The till's totals of sales without a card for one day (and seller): forwarded to the
     service's ``PUT /api/v1/anonymous-sales``, or queued while it is unreachable."""
-    if _agent().desk:
-        return _problem(409, "desk-mode", "This agent is a desk reader: it sends nothing to "
-                        "the service")
-    if not request.is_json:
-        return _problem(415, "unsupported-media-type", "Send the totals as JSON")
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        return _problem(400, "malformed-json", "The body is not a JSON object")
-    errors = _check_anonymous_sales(data)
-    if errors:
-        return _problem(422, "validation-error", "The totals are not valid",
-                        f"{len(errors)} field(s) are not valid", errors=errors)
+    data, refusal = _event_body(_check_anonymous_sales, "the totals",
+                                  "The totals are not valid")
+    if refusal is not None:
+        return refusal
     # a new id per report unless the POS gives one: a corrected report sent later must go
     # after the first, not be taken for it
     body = {**data, "event_id": str(data.get("event_id") or uuid.uuid4()),
