@@ -89,7 +89,17 @@ def _start(url: str, path: str, body: dict, headers: dict, out: list, i: int):
     return thread
 
 
-def _finish(threads: list[threading.Thread], out: list) -> list:
+def _queued(app, held: Held, url: str, posts: list[tuple[str, dict, dict]]) -> list:
+    """Send each ``(path, body, headers)`` once the ones before it wait (behind ``held``),
+    then let go of ``held``; the answers, in order."""
+    out: list = [None] * len(posts)
+    threads = []
+    try:
+        for i, (path, body, headers) in enumerate(posts):
+            threads.append(_start(url, path, body, headers, out, i))
+            _until_waiting(app, i + 1)
+    finally:
+        held.release()
     for thread in threads:
         thread.join(timeout=TIMEOUT)
     for response in out:
@@ -107,21 +117,12 @@ def test_a_purchase_and_a_return_of_the_same_customer_wait_for_each_other(app, a
     first = api.purchase(lines, customer_id=customer_id, seller="S1")
     assert first.status_code == 201, first.get_json()
     held = Held(app, "SELECT id FROM customers WHERE id = :id", id=customer_id)
-    out: list = [None, None]
-    try:
-        # the same day, store, seller and SKUs: the same aggregate rows as the first purchase
-        threads = [_start(server_url, "/api/v1/purchases",
-                          Api.purchase_body(lines, customer_id=customer_id, seller="S1"),
-                          creds.h("till"), out, 0)]
-        _until_waiting(app, 1)
-        threads.append(_start(server_url, "/api/v1/refunds",
-                              {"event_id": str(uuid.uuid4()),
-                               "purchase_id": first.get_json()["purchase_id"]},
-                              creds.h("till"), out, 1))
-        _until_waiting(app, 2)
-    finally:
-        held.release()
-    purchase, refund = _finish(threads, out)
+    # the same day, store, seller and SKUs: the same aggregate rows as the first purchase
+    purchase, refund = _queued(app, held, server_url, [
+        ("/api/v1/purchases", Api.purchase_body(lines, customer_id=customer_id, seller="S1"),
+         creds.h("till")),
+        ("/api/v1/refunds", {"event_id": str(uuid.uuid4()),
+                             "purchase_id": first.get_json()["purchase_id"]}, creds.h("till"))])
 
     assert (purchase.status_code, refund.status_code) == (201, 201), \
         (purchase.text, refund.text)
@@ -150,19 +151,10 @@ def test_a_return_takes_the_days_sales_rows_in_key_order(app, api, creds, server
     first = api.purchase(lines, customer_id=buyer)
     assert first.status_code == 201, first.get_json()
     held = Held(app, "SELECT sku FROM sales_days WHERE sku = 'SKU-001'")
-    out: list = [None, None]
-    try:
-        threads = [_start(server_url, "/api/v1/purchases",
-                          Api.purchase_body(lines, customer_id=other), creds.h("till"), out, 0)]
-        _until_waiting(app, 1)
-        threads.append(_start(server_url, "/api/v1/refunds",
-                              {"event_id": str(uuid.uuid4()),
-                               "purchase_id": first.get_json()["purchase_id"]},
-                              creds.h("till"), out, 1))
-        _until_waiting(app, 2)
-    finally:
-        held.release()
-    purchase, refund = _finish(threads, out)
+    purchase, refund = _queued(app, held, server_url, [
+        ("/api/v1/purchases", Api.purchase_body(lines, customer_id=other), creds.h("till")),
+        ("/api/v1/refunds", {"event_id": str(uuid.uuid4()),
+                             "purchase_id": first.get_json()["purchase_id"]}, creds.h("till"))])
 
     assert (purchase.status_code, refund.status_code) == (201, 201), \
         (purchase.text, refund.text)
@@ -186,16 +178,8 @@ def test_two_batches_of_the_same_customers_in_opposite_orders_are_both_recorded(
 
     batches = [("till", [tap(first), tap(second)]), ("till_uid", [tap(second), tap(first)])]
     held = Held(app, "SELECT id FROM customers WHERE id IN (:a, :b)", a=first_id, b=second_id)
-    out: list = [None, None]
-    threads = []
-    try:
-        for i, (device, taps) in enumerate(batches):
-            threads.append(_start(server_url, "/api/v1/taps/batch", {"taps": taps},
-                                  creds.h(device), out, i))
-            _until_waiting(app, i + 1)
-    finally:
-        held.release()
-    answers = _finish(threads, out)
+    answers = _queued(app, held, server_url, [
+        ("/api/v1/taps/batch", {"taps": taps}, creds.h(device)) for device, taps in batches])
 
     for answer, (_, taps) in zip(answers, batches, strict=True):
         assert answer.status_code == 200, answer.text

@@ -30,6 +30,15 @@ SELECT (timezone((SELECT zone FROM sales_days_state WHERE id = 1), p.paid_at))::
  GROUP BY 1, 2, 3
 """
 
+# the update itself, unchanged
+_UPDATE = r"""
+    UPDATE sales_days s
+       SET quantity_milli = s.quantity_milli - r.quantity_milli,
+           net_cents = s.net_cents - r.amount_cents
+      FROM (""" + _TAKEN + r""") r
+     WHERE s.day = r.day AND s.store_id = r.store_id AND s.sku = r.sku;
+"""
+
 ORDERED = r"""
 CREATE OR REPLACE FUNCTION sales_days_on_refund_lines_inserted() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -38,12 +47,7 @@ BEGIN
     PERFORM 1 FROM sales_days s JOIN (""" + _TAKEN + r""") r
          ON s.day = r.day AND s.store_id = r.store_id AND s.sku = r.sku
       ORDER BY s.day, s.store_id, s.sku
-      FOR NO KEY UPDATE OF s;
-    UPDATE sales_days s
-       SET quantity_milli = s.quantity_milli - r.quantity_milli,
-           net_cents = s.net_cents - r.amount_cents
-      FROM (""" + _TAKEN + r""") r
-     WHERE s.day = r.day AND s.store_id = r.store_id AND s.sku = r.sku;
+      FOR NO KEY UPDATE OF s;""" + _UPDATE + r"""
     RETURN NULL;
 END $$;
 """
@@ -52,12 +56,7 @@ END $$;
 UNORDERED = r"""
 CREATE OR REPLACE FUNCTION sales_days_on_refund_lines_inserted() RETURNS trigger
 LANGUAGE plpgsql AS $$
-BEGIN
-    UPDATE sales_days s
-       SET quantity_milli = s.quantity_milli - r.quantity_milli,
-           net_cents = s.net_cents - r.amount_cents
-      FROM (""" + _TAKEN + r""") r
-     WHERE s.day = r.day AND s.store_id = r.store_id AND s.sku = r.sku;
+BEGIN""" + _UPDATE + r"""
     RETURN NULL;
 END $$;
 """
