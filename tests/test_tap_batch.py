@@ -11,10 +11,13 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from server.cards.service import card_flags
+from server.taps.batch import _driver
 from server.taps.models import Visit
 from server.taps.schemas import BATCH_MAX
 from tests.support.fixtures_server import assert_problem
@@ -246,3 +249,14 @@ def test_each_tap_of_a_batch_counts_against_the_tap_rate_limit(app, api):
     assert _post(api, [_tap(u) for u in urls[3:5]]).status_code == 200
     assert_problem(api.tap(url=urls[5]), 429, "rate-limited")
     assert len(_visits(app)) == 5
+
+
+def test_the_batch_savepoints_raise_sqlalchemys_errors(app):
+    """The batch's own savepoint statements go to the driver's cursor; a failure there (a
+    database gone mid-batch) must reach the app as SQLAlchemy's error, which it answers 503,
+    not as the driver's, which would be an internal error."""
+    with app.extensions["loyalty.db"].main.connect() as conn:
+        cursor = conn.connection.dbapi_connection.cursor()
+        with pytest.raises(DBAPIError) as caught:
+            _driver(conn, cursor, "RELEASE SAVEPOINT no_such_savepoint")
+        assert "no_such_savepoint" in str(caught.value.orig)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from server.api.problems import PROBLEMS, TYPE_PREFIX, Problem
@@ -104,18 +104,28 @@ def record(main: Session, vault: Session, device: Principal, batch: TapBatchIn) 
                         "recording it again (attempt %d)", len(batch.taps), device.id, attempt)
 
 
+def _driver(conn, cursor, sql: str) -> None:
+    """``sql`` on the driver's cursor; its errors raised as SQLAlchemy's, as every other
+    statement's (a database gone mid-batch is a 503, not an internal error)."""
+    try:
+        cursor.execute(sql)
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, conn.dialect.loaded_dbapi.Error,
+                                  hide_parameters=True, dialect=conn.dialect) from exc
+
+
 def _record(main: Session, vault: Session, device: Principal, batch: TapBatchIn) -> dict:
     conn = _begin(main)
     cursor = conn.connection.dbapi_connection.cursor()
     flags: list = []
     main.info[DEFERRED_FLAGS] = flags
-    main.info[EVENT_UNDO] = lambda: cursor.execute("ROLLBACK TO SAVEPOINT tap")
+    main.info[EVENT_UNDO] = lambda: _driver(conn, cursor, "ROLLBACK TO SAVEPOINT tap")
     results: list[dict] = []
     counts = {"recorded": 0, "replayed": 0, "problem": 0}
     try:
         for req in batch.taps:
             flags.clear()
-            cursor.execute("SAVEPOINT tap")
+            _driver(conn, cursor, "SAVEPOINT tap")
             try:
                 done = service.tap(main, vault, device, req, record=False)
                 outcome = {"event_id": str(req.event_id),
@@ -123,11 +133,11 @@ def _record(main: Session, vault: Session, device: Principal, batch: TapBatchIn)
                            "visit_id": done["visit_id"], "card_id": done["card_id"],
                            "flags": done["flags"], "problem": None}
             except Problem as problem:
-                cursor.execute("ROLLBACK TO SAVEPOINT tap")
+                _driver(conn, cursor, "ROLLBACK TO SAVEPOINT tap")
                 outcome = {"event_id": str(req.event_id), "status": "problem",
                            "visit_id": None, "card_id": problem.extra.get("card_id"),
                            "flags": [], "problem": _problem(problem)}
-            cursor.execute("RELEASE SAVEPOINT tap")
+            _driver(conn, cursor, "RELEASE SAVEPOINT tap")
             for statement in flags:
                 conn.execute(statement)
             counts[outcome["status"]] += 1
