@@ -95,11 +95,10 @@ class Prepared:
         args = tuple(values[name] for name in c.positional) if c.positional else values
         cursor = connection.connection.dbapi_connection.cursor()
         try:
-            cursor.execute(c.sql, args)
-        except dialect.loaded_dbapi.Error as exc:
+            execute(connection, cursor, c.sql, args)
+        except DBAPIError:
             cursor.close()
-            raise DBAPIError.instance(c.sql, None, exc, dialect.loaded_dbapi.Error,
-                                      hide_parameters=True, dialect=dialect) from exc
+            raise
         return cursor, c
 
     def _rows(self, c: _Compiled, rows) -> list:
@@ -145,6 +144,20 @@ class Prepared:
             return cursor.rowcount
         finally:
             cursor.close()
+
+
+def execute(connection, cursor, sql: str, args=None) -> None:
+    """``sql`` on a driver's ``cursor`` of ``connection``; the driver's errors raised as
+    SQLAlchemy's (a database gone is then an ``OperationalError``, answered 503)."""
+    dialect = connection.dialect
+    try:
+        if args is None:
+            cursor.execute(sql)
+        else:
+            cursor.execute(sql, args)
+    except dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, dialect.loaded_dbapi.Error,
+                                  hide_parameters=True, dialect=dialect) from exc
 
 
 def _connection(session: Session):

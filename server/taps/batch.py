@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from server import hotsql
 from server.api.problems import PROBLEMS, TYPE_PREFIX, Problem
 from server.cards.service import DEFERRED_FLAGS
 from server.db import EVENT_UNDO, is_retryable
@@ -105,13 +106,9 @@ def record(main: Session, vault: Session, device: Principal, batch: TapBatchIn) 
 
 
 def _driver(conn, cursor, sql: str) -> None:
-    """``sql`` on the driver's cursor; its errors raised as SQLAlchemy's, as every other
-    statement's (a database gone mid-batch is a 503, not an internal error)."""
-    try:
-        cursor.execute(sql)
-    except conn.dialect.loaded_dbapi.Error as exc:
-        raise DBAPIError.instance(sql, None, exc, conn.dialect.loaded_dbapi.Error,
-                                  hide_parameters=True, dialect=conn.dialect) from exc
+    """A savepoint statement on the driver's cursor, its errors SQLAlchemy's (a database
+    gone mid-batch is a 503, not an internal error)."""
+    hotsql.execute(conn, cursor, sql)
 
 
 def _record(main: Session, vault: Session, device: Principal, batch: TapBatchIn) -> dict:
