@@ -674,6 +674,21 @@ def test_visit_points_once_per_gap(app, api, creds):
     assert [(e.delta, e.visit_id is not None) for e in visits] == [(5, True), (5, True)]
 
 
+def test_a_visit_that_reaches_a_threshold_upgrades_the_tier_at_once(app, api, creds):
+    customer_id, card = api.customer_with_card()
+    body = created(api.purchase([line("BOOK", 1, "495.00", category="books")],
+                                customer_id=customer_id))
+    assert (body["tier"], body["points_earned"]) == ("member", 495)
+    # the visit's 5 points make 500 qualifying points: silver, reviewed a year on
+    record = tap(api, card)
+    assert (record["tier"], record["points"]) == ("silver", WELCOME + 500)
+    assert record["tier_progress"]["qualifying_points"] == 500
+    row = customer_row(app, customer_id)
+    assert (row.tier, row.points, row.points_debt) == ("silver", WELCOME + 500, 0)
+    assert row.tier_review_at - datetime.now(UTC) > timedelta(days=330)
+    assert row.last_counted_visit_at is not None
+
+
 # --------------------------------------------------------------------------- the welcome bonus
 
 

@@ -1,7 +1,9 @@
 """The points ledger: append-only entries, and the balance kept with them atomically.
 
 Every change of a customer's points is one ``post``: a conditional ``UPDATE`` of the cached
-balance (``customers.points``) and one ledger row, in the caller's transaction. The UPDATE's
+balance (``customers.points``) and one ledger row, in the caller's transaction. (A visit's
+credit is the one exception: ``entry`` writes its rows and the visit moves the balance in its
+own UPDATE of the customer's row, see ``record.count_visit``.) The UPDATE's
 ``WHERE points + delta >= 0`` is evaluated by the database on the current row (SQLite holds
 the write lock, PostgreSQL the row lock), so two tills redeeming at the same instant cannot
 both spend the same points, and the check constraint backs it up.
@@ -47,13 +49,7 @@ _ENTRY = Prepared(insert(ledger).values(
                                *REFS)}).returning(ledger.c.id))
 
 
-def post(main: Session, customer_id: str, delta: int, kind: str, *, reason: str | None = None,
-         at: datetime | None = None, expires_at: datetime | None = None, **refs) -> int:
-    """Add one ledger entry and move the balance by ``delta``; returns the entry id.
-
-    Raises:
-        InsufficientPoints: the entry would take the balance below zero (nothing written).
-    """
+def _check(delta: int, kind: str, refs: dict) -> None:
     if kind not in KINDS:
         raise ValueError(f"unknown ledger kind {kind!r}")
     if delta == 0:
@@ -61,8 +57,33 @@ def post(main: Session, customer_id: str, delta: int, kind: str, *, reason: str 
     unknown = set(refs) - set(REFS)
     if unknown:
         raise TypeError(f"a ledger entry has no {', '.join(sorted(unknown))}")
+
+
+def post(main: Session, customer_id: str, delta: int, kind: str, *, reason: str | None = None,
+         at: datetime | None = None, expires_at: datetime | None = None, **refs) -> int:
+    """Add one ledger entry and move the balance by ``delta``; returns the entry id.
+
+    Raises:
+        InsufficientPoints: the entry would take the balance below zero (nothing written).
+    """
+    _check(delta, kind, refs)
     if _MOVE.run(main, customer_id=customer_id, delta=delta) != 1:
         raise InsufficientPoints(balance(main, customer_id), -delta)
+    return _append(main, customer_id, delta, kind, reason, at, expires_at, refs)
+
+
+def entry(main: Session, customer_id: str, delta: int, kind: str, *, reason: str | None = None,
+          at: datetime | None = None, expires_at: datetime | None = None, **refs) -> int:
+    """``post`` without the balance: the caller moves ``customers.points`` by the same
+    ``delta`` in its own ``UPDATE`` of the customer's row, in the same transaction
+    (``record.count_visit`` writes a visit's points, last counted visit and tier at once).
+    The caller's move must not be negative: only ``post``'s UPDATE checks the balance."""
+    _check(delta, kind, refs)
+    return _append(main, customer_id, delta, kind, reason, at, expires_at, refs)
+
+
+def _append(main: Session, customer_id: str, delta: int, kind: str, reason: str | None,
+            at: datetime | None, expires_at: datetime | None, refs: dict) -> int:
     return _ENTRY.scalar(main, customer_id=customer_id, delta=delta, kind=kind, reason=reason,
                          at=at or datetime.now(UTC), expires_at=expires_at,
                          **{**dict.fromkeys(REFS), **refs})

@@ -15,10 +15,11 @@ from server.loyalty.programme import (
     ProgrammeError,
     expiry_date,
     reward_allowed,
+    tier_change,
     visit_points,
     window_start,
 )
-from server.loyalty.service import credit, settle_tier
+from server.loyalty.service import SETTLES_DEBT
 from server.stores.models import Store
 from server.taps.models import Visit
 
@@ -49,29 +50,56 @@ _FIGURES = Prepared(select(
     select(ledger.EXPIRING_DEBITS).where(_entries.c.customer_id == customers.c.id)
     .scalar_subquery().label("debits"),
 ).where(customers.c.id == bindparam("customer_id")))
-_LAST_COUNTED = Prepared(select(customers.c.last_counted_visit_at, customers.c.tier,
-                                customers.c.tier_review_at)
-                         .where(customers.c.id == bindparam("customer_id"))
-                         .with_for_update(key_share=True))
-_COUNTED = Prepared(update(customers).where(customers.c.id == bindparam("customer_id"))
-                    .values(last_counted_visit_at=bindparam("at")))
+# a visit's one read of its customer's row, taken FOR NO KEY UPDATE (the visit's insert
+# already holds that lock on PostgreSQL; SQLite holds the write lock since that insert): two
+# taps at the same instant must not both see the old last visit and both earn. With it, what
+# the points need: the points a return took back after they were spent, and the qualifying
+# points before this visit (``ledger.qualifying_points``)
+_VISIT_STATE = Prepared(select(
+    customers.c.last_counted_visit_at, customers.c.tier, customers.c.tier_review_at,
+    customers.c.points_debt,
+    ledger.qualifying_total(customers.c.id, bindparam("since")).scalar_subquery()
+    .label("qualifying"))
+    .where(customers.c.id == bindparam("customer_id"))
+    .with_for_update(key_share=True))
+# and its one write: the balance, what is still owed, the last counted visit and the tier
+_VISIT_COUNTED = Prepared(
+    update(customers).where(customers.c.id == bindparam("customer_id"))
+    .values(points=customers.c.points + bindparam("delta"),
+            points_debt=customers.c.points_debt - bindparam("settled"),
+            last_counted_visit_at=bindparam("at"), tier=bindparam("tier"),
+            tier_review_at=bindparam("review_at")))
 
 
 def count_visit(main: Session, customer_id: str, store_id: int, store_code: str,
                 visit_id: int, device_id: int, now: datetime) -> int:
-    """Credit the visit rule's points for a new visit, if it counts; returns the points."""
+    """Credit the visit rule's points for a new visit, if it counts; returns the points.
+
+    As ``service.credit`` then ``service.settle_tier`` would, in one read and one write of the
+    customer's row (a queue replayed after an outage is mostly visits that earn): the points
+    first pay what returns took back that was already spent, and the tier is settled on the
+    qualifying points with this visit's."""
     _, programme = programmes.current(main)
-    # locked (FOR NO KEY UPDATE: the visit's foreign key already holds a KEY SHARE lock on
-    # PostgreSQL; SQLite holds the write lock since the visit's insert): two taps at the
-    # same instant must not both see the old last visit and both earn
-    last, tier, review_at = _LAST_COUNTED.one(main, customer_id=customer_id)
-    points = visit_points(programme, store=store_code, at=now, last_counted_visit=last)
+    state = _VISIT_STATE.one(main, customer_id=customer_id,
+                             since=window_start(programme, now))
+    points = visit_points(programme, store=store_code, at=now,
+                          last_counted_visit=state.last_counted_visit_at)
     if not points:
         return 0
-    credit(main, customer_id, points, "visit", expires_at=expiry_date(programme, now),
-           store_id=store_id, visit_id=visit_id, device_id=device_id, reason="visit")
-    _COUNTED.run(main, customer_id=customer_id, at=now)
-    settle_tier(main, customer_id, tier, review_at, now)
+    expires_at = expiry_date(programme, now)
+    refs = {"store_id": store_id, "visit_id": visit_id, "device_id": device_id}
+    ledger.entry(main, customer_id, points, "visit", reason="visit", expires_at=expires_at,
+                 **refs)
+    settled = min(state.points_debt or 0, points)
+    if settled:  # taken from the lot just credited (its expiry date says which)
+        ledger.entry(main, customer_id, -settled, "refund", expires_at=expires_at,
+                     reason=SETTLES_DEBT, **refs)
+    # both entries are "visit" and "refund": qualifying (ledger.QUALIFYING), dated now
+    tier, review_at = tier_change(programme, current=state.tier,
+                                  qualifying_points=state.qualifying + points - settled,
+                                  at=now, review_at=state.tier_review_at)
+    _VISIT_COUNTED.run(main, customer_id=customer_id, delta=points - settled, settled=settled,
+                       at=now, tier=tier, review_at=review_at)
     return points
 
 

@@ -133,6 +133,9 @@ def _replay(main: Session, device: Principal, model, event_id: str, result) -> d
     return result(main, row)
 
 
+SETTLES_DEBT = "settles points a return took back after they were spent"
+
+
 def credit(main: Session, customer_id: str, points: int, kind: str, *, expires_at,
            reason: str | None = None, **refs) -> int:
     """Add earned points, paying first what returns took back that was already spent."""
@@ -142,7 +145,7 @@ def credit(main: Session, customer_id: str, points: int, kind: str, *, expires_a
     if settle:
         # taken from the lot just credited (its expiry date says which)
         ledger.post(main, customer_id, -settle, "refund", expires_at=expires_at,
-                    reason="settles points a return took back after they were spent", **refs)
+                    reason=SETTLES_DEBT, **refs)
         main.execute(update(customers).where(customers.c.id == customer_id)
                      .values(points_debt=customers.c.points_debt - settle))
     return points - settle
