@@ -8,6 +8,7 @@ personal data is left behind without its customer.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -101,8 +102,12 @@ def make_engine(url: str, echo: bool = False) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            # the files hold customer data: readable by the service's user only
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            # the files hold customer data: readable by the service's user only. Made here
+            # only if missing: closing a descriptor of a database file drops every POSIX
+            # lock this process holds on it, its open connections' too ("How To Corrupt An
+            # SQLite Database File", 2.2), and another process could then write under them
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         engine = create_engine(url, echo=echo, hide_parameters=True)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
