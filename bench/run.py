@@ -412,9 +412,34 @@ def reports_bench(ds: Dataset) -> dict | None:
         return {"exit": done.returncode, "output": text[-4000:], "stderr": done.stderr[-2000:]}
 
 
+def visits_due(ds: Dataset, customer_ids: list[str]) -> int:
+    """Move these customers' last counted visit two days back; returns how many rows.
+
+    The replay is to measure what a till's queue holds after an outage: visits that earn
+    their points (``visit_points``: the last counted visit ``min_gap_hours`` ago or more).
+    On a cached data set, an earlier run tapped the same cards, and its visits would make
+    this run's replay earn nothing (four statements fewer a tap, BENCHMARKS.md)."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from server.customers.models import Customer
+    from server.db import make_engine
+
+    engine = make_engine(ds.urls["DATABASE_URL"])
+    try:
+        with engine.begin() as conn:
+            return conn.execute(
+                update(Customer.__table__).where(Customer.__table__.c.id.in_(customer_ids))
+                .values(last_counted_visit_at=datetime.now(UTC) - timedelta(days=2))).rowcount
+    finally:
+        engine.dispose()
+
+
 def agent_bench(ds: Dataset) -> dict:
     """The real agent (``bench/agent_probe.py``) against the service under gunicorn."""
     cards = split_cards(ds)[1]
+    visits_due(ds, [customer for _card, customer in cards])
     till = ds.info["devices"]["tills"][0]
     with gunicorn("server:create_app()", ds.env) as (url, _master):
         done = subprocess.run(

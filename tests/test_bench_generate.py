@@ -202,3 +202,34 @@ def test_the_wrk_script_sends_taps_the_service_accepts(generated):
         script.unlink()
     assert result["requests"] > 0
     assert result["non_2xx"] == 0, result
+
+
+def test_the_replay_measures_visits_that_earn_on_every_run(generated):
+    """``visits_due``: the agent's cards were tapped by an earlier run of the cached data set;
+    their next visit earns its points again, as a till's queue after an outage does."""
+    from bench import run
+
+    app, info = generated
+    ds = run.Dataset("", {"DATABASE_URL": app.config["DATABASE_URL"],
+                          "VAULT_URL": app.config["VAULT_URL"]},
+                     Path(app.config["INSTANCE_PATH"]), info)
+    url, customer_id = run.split_cards(ds)[1][0]
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {info['devices']['tills'][0]['key']}"}
+
+    def visit_entries() -> int:
+        return _scalar(app, "SELECT count(*) FROM points_ledger WHERE customer_id = :c "
+                       "AND kind = 'visit'", c=customer_id)
+
+    def tap() -> None:
+        tapped = client.post("/api/v1/taps", headers=headers,
+                             json={"event_id": str(uuid.uuid4()), "url": url})
+        assert tapped.status_code == 200, tapped.get_json()
+
+    tap()  # a first run: this visit may earn or not (the generated last visit)
+    before = visit_entries()
+    tap()  # a second run at once: within the visit gap, nothing earned
+    assert visit_entries() == before
+    assert run.visits_due(ds, [customer_id]) == 1
+    tap()
+    assert visit_entries() == before + 1
