@@ -3,11 +3,12 @@
 #   scripts/sysdeps.sh build   what `make install` needs to build pyscard, and the fonts the
 #                              statements' PDFs embed (DejaVu: every Lithuanian letter)
 #   scripts/sysdeps.sh test    what the test suite drives: pcscd + vpcd, PostgreSQL, Chromium,
-#                              Redis (the rate limits' shared storage); and wrk, the load
-#                              generator of `make bench`
+#                              Redis (the rate limits' shared storage); systemd, curl, sqlite3
+#                              and iproute2 (the units run under systemd booted in namespaces);
+#                              and wrk, the load generator of `make bench`
 set -euo pipefail
 build=(gcc libc6-dev swig libpcsclite-dev python3-venv python3-dev fonts-dejavu-core)
-test=(pcscd vsmartcard-vpcd postgresql chromium redis-server wrk)
+test=(pcscd vsmartcard-vpcd postgresql chromium redis-server systemd curl sqlite3 iproute2 wrk)
 case "${1:-build}" in
   build) want=("${build[@]}") ;;
   test) want=("${build[@]}" "${test[@]}") ;;
