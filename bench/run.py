@@ -19,8 +19,11 @@ On SQLite and PostgreSQL, with a generated chain (``bench/generate.py``; cached 
 Environment: ``BENCH_CUSTOMERS`` (1000000), ``BENCH_PURCHASES`` (10000000), ``BENCH_BACKENDS``
 (``sqlite,postgresql``), ``BENCH_DURATION`` (seconds of each wrk run, 10),
 ``BENCH_CONNECTIONS`` (8), ``BENCH_PG_URL`` (an existing PostgreSQL server, e.g.
-``postgresql://postgres@127.0.0.1:5432/``; default: a private cluster in ``bench/data/pg``).
-The results are printed and written to ``bench/data/results-<time>.json``.
+``postgresql://postgres@127.0.0.1:5432/``; default: a private cluster in ``bench/data/pg``),
+``BENCH_STEPS`` (``taps,reports,agent,kiosk``: a part measured again alone).
+The results are printed and written to ``bench/data/results-<time>.json``, after each step:
+a run that fails or is stopped keeps what it measured. A backend whose data set cannot be
+had (its server down, its generation failed) is an error of that backend, not of the run.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ CUSTOMERS = int(os.environ.get("BENCH_CUSTOMERS", 1_000_000))
 PURCHASES = int(os.environ.get("BENCH_PURCHASES", 10_000_000))
 BACKENDS = [b.strip() for b in os.environ.get("BENCH_BACKENDS", "sqlite,postgresql").split(",")
             if b.strip()]
+STEPS = [s.strip() for s in os.environ.get("BENCH_STEPS", "taps,reports,agent,kiosk").split(",")
+         if s.strip()]
 DURATION = int(os.environ.get("BENCH_DURATION", 10))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", 8))
 CARDS_IN_SCRIPT = 50_000  # distinct cards the wrk script taps (each card at one till)
@@ -626,22 +631,33 @@ def main() -> int:
                "connections": CONNECTIONS, "duration_s": DURATION, "machine": machine(),
                "backends": {}}
     pg = PgCluster()
+    out = DATA / f"results-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
+    steps = {"taps": tap_bench, "reports": reports_bench, "agent": agent_bench,
+             "kiosk": kiosk_bench}
+    unknown = set(STEPS) - set(steps)
+    if unknown:
+        raise SystemExit(f"BENCH_STEPS: no step {', '.join(sorted(unknown))}")
     try:
         for backend in BACKENDS:
-            ds = dataset(backend, pg)
-            res: dict = {"dataset_seconds": ds.info.get("seconds"), "errors": {}}
+            res: dict = {"errors": {}}
             results["backends"][backend] = res
-            for name, step in (("taps", tap_bench), ("reports", reports_bench),
-                               ("agent", agent_bench), ("kiosk", kiosk_bench)):
+            try:
+                ds = dataset(backend, pg)
+            except Exception as exc:  # this backend's data set: the others still run
+                res["errors"]["dataset"] = f"{type(exc).__name__}: {exc}"[:2000]
+                out.write_text(json.dumps(results, indent=1))
+                continue
+            res["dataset_seconds"] = ds.info.get("seconds")
+            for name in STEPS:
                 say(f"[{backend}] {name} ...")
                 try:
-                    res[name] = step(ds)
+                    res[name] = steps[name](ds)
                 except Exception as exc:  # one failed part must not hide the others
                     res["errors"][name] = f"{type(exc).__name__}: {exc}"[:2000]
+                out.write_text(json.dumps(results, indent=1))  # kept if the run stops
     finally:
         pg.stop()
     results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
-    out = DATA / f"results-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
     out.write_text(json.dumps(results, indent=1))
     print(summary(results))
     print(f"(all figures: {out.relative_to(ROOT)})")
