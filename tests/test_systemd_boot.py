@@ -14,7 +14,8 @@ runs them as they are in ``systemd/``:
 
 Test drop-ins change what this machine needs changed, nothing of the confinement:
 
-- its Python may live under /root, which ``ProtectHome=yes`` hides (``_python_dropin``);
+- its Python may live under /root, which ``ProtectHome=yes`` hides, and the checkout under
+  /tmp, which ``PrivateTmp=`` hides (``_machine_dropin``);
 - the agent's key: systemd's credentials (``LoadCredential=``) do not work in this boot. The
   service's ``/run/credentials/<unit>`` stays empty and root's, even for a unit with nothing
   but ``User=`` and ``LoadCredential=`` (systemd 252 in a PID namespace, reason not found).
@@ -37,14 +38,22 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))
 
 
-def _python_dropin() -> str:
-    """This machine's Python may live under /root (pyenv), which ``ProtectHome=yes`` hides;
-    only that directory is brought back, read-only (a Debian install uses /usr/bin/python3).
-    The rest of the home directories stays hidden."""
+def _machine_dropin() -> str:
+    """What a unit needs changed on this machine, nothing of its confinement:
+
+    - its Python may live under /root (pyenv), which ``ProtectHome=yes`` hides: only that
+      directory is brought back, read-only (a Debian install uses /usr/bin/python3); the
+      rest of the home directories stays hidden;
+    - the checkout may not be at /opt/loyalty (CI clones under /tmp, which ``PrivateTmp=``
+      hides): the virtualenv's scripts name the checkout's own path, so that path is
+      brought back, read-only (``ProtectSystem=strict`` makes it so anyway)."""
+    lines = []
     prefix = Path(sys.base_prefix).resolve()
-    if not any(prefix.is_relative_to(home) for home in (Path("/root"), Path("/home"))):
-        return ""
-    return f"ProtectHome=tmpfs\nBindReadOnlyPaths={prefix}\n"
+    if any(prefix.is_relative_to(home) for home in (Path("/root"), Path("/home"))):
+        lines += ["ProtectHome=tmpfs", f"BindReadOnlyPaths={prefix}"]
+    if str(ROOT) != "/opt/loyalty":
+        lines.append(f"BindReadOnlyPaths={ROOT}")
+    return "".join(f"{line}\n" for line in lines)
 
 
 SERVICES = ("loyalty-server", "loyalty-value-refresh", "loyalty-privacy", "loyalty-agent")
@@ -57,8 +66,8 @@ def booted(tmp_path_factory):
     units = {}
     for name in SERVICES:
         units[f"{name}.service"] = (ROOT / "systemd" / f"{name}.service").read_text()
-        units[f"{name}.service.d/test.conf"] = ("[Service]\nTimeoutStartSec=120\n"
-                                                + _python_dropin())
+        units[f"{name}.service.d/test.conf"] = ("[Service]\nTimeoutStartSec=200\n"
+                                                + _machine_dropin())
     for name in TIMERS:
         units[f"{name}.timer"] = (ROOT / "systemd" / f"{name}.timer").read_text()
     # the key made below, as a file (credentials do not work in this boot: see above)
@@ -67,12 +76,14 @@ def booted(tmp_path_factory):
     with SystemdBoot(tmp_path_factory.mktemp("systemd"), ROOT, units,
                      start=("loyalty-server.service",), users=("loyalty", "loyalty-agent"),
                      groups=("loyalty-readers",)) as boot:
+        # started at boot; this returns when it is ready (Type=notify) or has failed
+        boot.run("systemctl", "start", "loyalty-server.service", check=False, timeout=240)
         yield boot
 
 
 def _flask(boot: SystemdBoot, *args: str) -> str:
     """A ``flask`` command as the service's user, as an administrator runs one (with this
-    machine's Python under /root made readable to that user the way ``_python_dropin``
+    machine's Python under /root made readable to that user the way ``_machine_dropin``
     does it for the units: an empty /root with the Python directory mounted back)."""
     prefix = str(Path(sys.base_prefix).resolve())
     home = prefix.split("/")[1]

@@ -91,8 +91,10 @@ class SystemdBoot:
         for name in _STANDINS:
             (unit_dir / name).write_text("[Unit]\nDefaultDependencies=no\n")
         (unit_dir / "system.slice").write_text("[Unit]\nDefaultDependencies=no\n")
+        # reached once the units are up (or failed): only then is the system "running"
+        units = " ".join(self.start)
         (unit_dir / "loyalty-test.target").write_text(
-            f"[Unit]\nDefaultDependencies=no\nWants={' '.join(self.start)}\n")
+            f"[Unit]\nDefaultDependencies=no\nWants={units}\nAfter={units}\n")
         for name, text in self.units.items():
             (unit_dir / name).parent.mkdir(parents=True, exist_ok=True)
             (unit_dir / name).write_text(text)
@@ -128,7 +130,7 @@ class SystemdBoot:
             raise
         return self
 
-    def _wait_booted(self, timeout: float = 60.0) -> None:
+    def _wait_booted(self, timeout: float = 240.0) -> None:
         deadline = time.monotonic() + timeout
         state = ""
         while time.monotonic() < deadline:
