@@ -4,9 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test bench faults lint sysdeps-build sysdeps-test translations clean
+.PHONY: install run test bench faults lint sysdeps-build sysdeps-test translations bytecode clean
 
-install: $(STAMP) translations
+install: $(STAMP) translations bytecode
 
 sysdeps-build:
 	@scripts/sysdeps.sh build
@@ -24,6 +24,11 @@ $(STAMP): pyproject.toml | sysdeps-build
 translations: $(STAMP)
 	$(BIN)/pybabel compile -d kiosk_app/translations -D messages
 	$(BIN)/pybabel compile -d server/translations -D messages
+
+# the units run the code read-only (ProtectSystem=strict): Python cannot cache its bytecode
+# there, so it is compiled here (only what changed, after the first time)
+bytecode: $(STAMP)
+	@$(BIN)/python -m compileall -q server kiosk_app device_drivers
 
 run: install
 	$(BIN)/python scripts/run_all.py
