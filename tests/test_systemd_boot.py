@@ -182,7 +182,7 @@ def test_the_jobs_run_as_the_service_and_their_timers_are_set(booted):
     assert int(snapshots) >= 1
 
 
-def test_the_agent_reaches_the_service_with_its_credential(booted):
+def test_the_agent_reaches_the_service_with_its_key(booted):
     _flask(booted, "stores", "add", "--code", "BOOT-01", "--name", "Boot")
     key = _flask(booted, "devices", "add", "--store", "BOOT-01", "--role", "till",
                  "--name", "till 1").strip().splitlines()[-1]
